@@ -1,0 +1,21 @@
+# Finds standalone (non-Boost) Asio, a header-only library (Debian: libasio-dev).
+# Provides the imported target Asio::asio.
+find_path(Asio_INCLUDE_DIR NAMES asio.hpp asio/version.hpp)
+if(Asio_INCLUDE_DIR AND EXISTS "${Asio_INCLUDE_DIR}/asio/version.hpp")
+  file(STRINGS "${Asio_INCLUDE_DIR}/asio/version.hpp" _asio_version_line REGEX "^#define ASIO_VERSION [0-9]+")
+  string(REGEX REPLACE "^#define ASIO_VERSION ([0-9]+).*" "\\1" _asio_version "${_asio_version_line}")
+  math(EXPR _major "${_asio_version} / 100000")
+  math(EXPR _minor "${_asio_version} / 100 % 1000")
+  math(EXPR _patch "${_asio_version} % 100")
+  set(Asio_VERSION "${_major}.${_minor}.${_patch}")
+endif()
+include(FindPackageHandleStandardArgs)
+find_package_handle_standard_args(Asio REQUIRED_VARS Asio_INCLUDE_DIR VERSION_VAR Asio_VERSION)
+if(Asio_FOUND AND NOT TARGET Asio::asio)
+  add_library(Asio::asio INTERFACE IMPORTED)
+  set_target_properties(Asio::asio PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${Asio_INCLUDE_DIR}"
+    INTERFACE_COMPILE_DEFINITIONS "ASIO_NO_DEPRECATED"
+    INTERFACE_LINK_LIBRARIES Threads::Threads)
+endif()
+mark_as_advanced(Asio_INCLUDE_DIR)

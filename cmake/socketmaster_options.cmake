@@ -1,0 +1,14 @@
+# Build options and the warning/sanitizer flags every socketmaster target shares.
+option(SOCKETMASTER_BUILD_TESTS "Build the test suite" ON)
+option(SOCKETMASTER_WERROR "Treat warnings as errors (CI turns this on)" OFF)
+option(SOCKETMASTER_FUZZ "Build libFuzzer targets (needs clang)" OFF)
+set(SOCKETMASTER_SANITIZE "" CACHE STRING "Sanitizers to build with: empty, 'address,undefined' or 'thread'")
+
+add_library(socketmaster_warnings INTERFACE)
+target_compile_options(socketmaster_warnings INTERFACE -Wall -Wextra -Wpedantic
+  $<$<BOOL:${SOCKETMASTER_WERROR}>:-Werror>)
+
+if(SOCKETMASTER_SANITIZE)
+  add_compile_options(-fsanitize=${SOCKETMASTER_SANITIZE} -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=${SOCKETMASTER_SANITIZE})
+endif()

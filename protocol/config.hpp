@@ -1,0 +1,41 @@
+// Every limit and timeout of a yamux session, with the defaults of hashicorp/yamux where it has one,
+// and a validate() step so a bad value is reported before a session starts.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <system_error>
+
+namespace socketmaster::yamux {
+
+struct config {
+  // Streams the peer opened that wait for async_accept; one more is refused with RST.
+  std::size_t accept_backlog = 256;
+  // Streams open at once (both directions); a SYN beyond this is refused with RST.
+  std::size_t max_streams = 65536;
+  // Send a ping every keepalive_interval; an unanswered one ends the session.
+  bool enable_keepalive = true;
+  std::chrono::milliseconds keepalive_interval{30'000};
+  // A write to the transport, or a keepalive ping, that takes longer than this ends the session.
+  std::chrono::milliseconds write_timeout{10'000};
+  // Receive window a stream starts with; the protocol fixes 256 KiB, a larger value is announced to
+  // the peer with the SYN/ACK window delta as hashicorp/yamux does.
+  std::uint32_t initial_stream_window = 256 * 1024;
+  // Auto-tuning grows a busy stream's receive window up to this.
+  std::uint32_t max_stream_window = 16 * 1024 * 1024;
+  // Sum of the growth above the initial window over all streams of a session: the memory a session
+  // may hold for its peer beyond the protocol's fixed initial windows.
+  std::size_t session_window_budget = 64 * 1024 * 1024;
+  // Largest Data frame payload we send.
+  std::uint32_t max_frame_payload = 64 * 1024;
+  // Bytes read from the transport at once.
+  std::size_t read_buffer_size = 256 * 1024;
+  // Bytes gathered into one write to the transport.
+  std::size_t max_batch_bytes = 1024 * 1024;
+
+  // Returns errc::invalid_config when a value is out of range; `what` names the offending field.
+  std::error_code validate(const char** what = nullptr) const;
+};
+
+}  // namespace socketmaster::yamux

@@ -1,0 +1,49 @@
+// See byte_ring.hpp.
+#include "byte_ring.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace socketmaster::yamux::detail {
+
+void byte_ring::grow(std::size_t needed) {
+  std::size_t cap = capacity_ ? capacity_ : 4096;
+  while (cap < needed) cap *= 2;
+  auto fresh = std::make_unique_for_overwrite<std::byte[]>(cap);
+  const std::size_t copied = read(std::span<std::byte>(fresh.get(), size_));
+  data_ = std::move(fresh);
+  capacity_ = cap;
+  head_ = 0;
+  size_ = copied;
+}
+
+void byte_ring::append(std::span<const std::byte> bytes) {
+  if (bytes.empty()) return;
+  if (size_ + bytes.size() > capacity_) grow(size_ + bytes.size());
+  const std::size_t tail = (head_ + size_) & (capacity_ - 1);
+  const std::size_t first = std::min(bytes.size(), capacity_ - tail);
+  std::memcpy(data_.get() + tail, bytes.data(), first);
+  std::memcpy(data_.get(), bytes.data() + first, bytes.size() - first);
+  size_ += bytes.size();
+}
+
+std::size_t byte_ring::read(std::span<std::byte> out) {
+  const std::size_t n = std::min(out.size(), size_);
+  if (n == 0) return 0;
+  const std::size_t first = std::min(n, capacity_ - head_);
+  std::memcpy(out.data(), data_.get() + head_, first);
+  std::memcpy(out.data() + first, data_.get(), n - first);
+  head_ = (head_ + n) & (capacity_ - 1);
+  size_ -= n;
+  if (size_ == 0) clear();
+  return n;
+}
+
+void byte_ring::clear() {
+  data_.reset();
+  capacity_ = 0;
+  head_ = 0;
+  size_ = 0;
+}
+
+}  // namespace socketmaster::yamux::detail

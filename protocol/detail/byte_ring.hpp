@@ -1,0 +1,31 @@
+// A growable ring of bytes: a stream's receive buffer. It allocates only when bytes must wait for
+// the reader and frees its storage when drained, so an idle stream holds no buffer at all.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <span>
+
+namespace socketmaster::yamux::detail {
+
+class byte_ring {
+ public:
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  std::size_t capacity() const { return capacity_; }
+
+  void append(std::span<const std::byte> bytes);
+  // Copies up to out.size() bytes out and removes them; returns how many.
+  std::size_t read(std::span<std::byte> out);
+  void clear();
+
+ private:
+  void grow(std::size_t needed);
+
+  std::unique_ptr<std::byte[]> data_;
+  std::size_t capacity_ = 0;  // a power of two, or 0
+  std::size_t head_ = 0;
+  std::size_t size_ = 0;
+};
+
+}  // namespace socketmaster::yamux::detail

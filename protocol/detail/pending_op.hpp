@@ -1,0 +1,87 @@
+// A type-erased, move-only completion handler for an asynchronous operation that completes later
+// from elsewhere (the session's read loop, its writer, a peer's frame). It keeps the handler's
+// executor busy with a work guard, honours the handler's cancellation slot, and always completes by
+// posting, so a handler never runs inside the code that completes it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <tuple>
+#include <utility>
+
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/cancellation_type.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+
+namespace socketmaster::yamux::detail {
+
+// Whoever holds pending operations and can abandon one when its handler's slot is cancelled.
+class cancel_target {
+ public:
+  // `key` is what the op was registered with (a stream id, or 0 for session-level operations).
+  virtual void cancel_op(void* op, std::uint32_t key) = 0;
+
+ protected:
+  ~cancel_target() = default;
+};
+
+template <class... Args>
+class pending_op {
+ public:
+  virtual ~pending_op() = default;
+  // Posts the handler with `args` and destroys this object.
+  virtual void complete(Args... args) = 0;
+};
+
+template <class Handler, class Executor, class... Args>
+class pending_op_impl final : public pending_op<Args...> {
+ public:
+  using handler_executor = asio::associated_executor_t<Handler, Executor>;
+
+  pending_op_impl(Handler&& h, const Executor& ex, cancel_target* target, std::uint32_t key)
+      : handler_(std::move(h)), work_(asio::get_associated_executor(handler_, ex)) {
+    auto slot = asio::get_associated_cancellation_slot(handler_);
+    if (slot.is_connected()) {
+      slot_ = slot;
+      slot.template emplace<canceller>(target, this, key);
+    }
+  }
+
+  void complete(Args... args) override {
+    if (slot_.is_connected()) slot_.clear();
+    auto handler = std::move(handler_);
+    auto work = std::move(work_);
+    auto ex = work.get_executor();
+    delete this;
+    asio::post(ex, [h = std::move(handler), w = std::move(work), tuple = std::make_tuple(std::move(args)...)]() mutable {
+      std::apply(std::move(h), std::move(tuple));
+    });
+  }
+
+ private:
+  struct canceller {
+    canceller(cancel_target* t, void* o, std::uint32_t k) : target(t), op(o), key(k) {}
+    cancel_target* target;
+    void* op;
+    std::uint32_t key;
+    void operator()(asio::cancellation_type type) {
+      if (type != asio::cancellation_type::none) target->cancel_op(op, key);
+    }
+  };
+
+  Handler handler_;
+  asio::executor_work_guard<handler_executor> work_;
+  asio::cancellation_slot slot_;
+};
+
+// Wraps `handler` for completion with `Args...` later; `target` is told when the handler's slot fires.
+template <class... Args, class Handler, class Executor>
+pending_op<Args...>* make_pending_op(Handler&& handler, const Executor& ex, cancel_target* target,
+                                     std::uint32_t key = 0) {
+  return new pending_op_impl<std::decay_t<Handler>, Executor, Args...>(std::forward<Handler>(handler), ex, target,
+                                                                      key);
+}
+
+}  // namespace socketmaster::yamux::detail

@@ -1,0 +1,825 @@
+// The yamux state machine, flow control and frame scheduler; see session_core.hpp.
+#include "session_core.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include <asio/co_spawn.hpp>
+#include <asio/error.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "../errors.hpp"
+#include "../stream.hpp"
+
+namespace socketmaster::yamux::detail {
+
+namespace {
+// Headers gathered into one write; batch_headers_ is reserved to this so pointers into it stay valid.
+constexpr std::size_t max_batch_frames = 256;
+// Buffers in one gather write (Asio hands at most 64 to one writev).
+constexpr std::size_t max_batch_buffers = 64;
+// Session-level frames (ping replies, go-away) that may wait for the writer; a peer that floods pings
+// without reading our replies is cut off here instead of growing our memory.
+constexpr std::size_t max_session_frames = 4096;
+
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+}  // namespace
+
+session_core::session_core(asio::any_io_executor ex, role r, const config& cfg)
+    : executor_(std::move(ex)),
+      role_(r),
+      config_(cfg),
+      next_id_(r == role::client ? 1 : 2),
+      wake_(executor_),
+      housekeeping_timer_(executor_) {
+  batch_headers_.reserve(max_batch_frames);
+}
+
+session_core::~session_core() {
+  // Normally close() has completed every operation; this only runs for a session that was never
+  // started or whose executor stopped, and must not leave handlers (and their work guards) behind.
+  for (auto* op : accept_ops_) op->complete(make_error_code(errc::session_closed), stream{});
+  for (auto& [id, p] : pings_)
+    if (p.op) p.op->complete(make_error_code(errc::session_closed), {});
+  for (auto* op : close_ops_) op->complete(close_reason_);
+  for (auto* op : orphan_writes_) op->complete(asio::error::operation_aborted, 0);
+  for (auto& [id, s] : streams_) {
+    if (s->read_op) s->read_op->complete(make_error_code(errc::session_closed), 0);
+    if (s->write_op) s->write_op->complete(make_error_code(errc::session_closed), 0);
+  }
+}
+
+void session_core::start() {
+  auto self = shared_from_this();
+  asio::co_spawn(executor_, [self]() -> asio::awaitable<void> { co_await self->housekeeping(); },
+                 [self](std::exception_ptr e) {
+                   if (e) self->close(make_error_code(errc::protocol_error));
+                 });
+  start_io();
+  // Measure the round trip early: receive-window auto-tuning needs it.
+  const std::uint32_t id = next_ping_++;
+  pings_[id] = {clock::now(), nullptr};
+  queue_session_frame({protocol_version, frame_type::ping, flags::syn, 0, id});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+stream_state* session_core::find(std::uint32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+stream_state& session_core::create_stream(std::uint32_t id) {
+  auto s = std::make_unique<stream_state>();
+  s->id = id;
+  s->recv_window = config_.initial_stream_window;
+  s->recv_window_size = config_.initial_stream_window;
+  s->last_update = clock::now();
+  auto& ref = *s;
+  streams_.emplace(id, std::move(s));
+  return ref;
+}
+
+void session_core::erase_stream(std::uint32_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  window_growth_ -= it->second->recv_window_size - config_.initial_stream_window;
+  streams_.erase(it);
+}
+
+stream_state* session_core::open(std::error_code& ec) {
+  ec.clear();
+  if (closed_ || failing_) {
+    ec = closed_ ? close_reason_ : make_error_code(errc::session_closed);
+    return nullptr;
+  }
+  if (remote_go_away_) {
+    ec = errc::remote_go_away;
+    return nullptr;
+  }
+  if (streams_.size() >= config_.max_streams || next_id_ >= std::numeric_limits<std::uint32_t>::max() - 1) {
+    ec = errc::streams_exhausted;
+    return nullptr;
+  }
+  const std::uint32_t id = next_id_;
+  next_id_ += 2;
+  auto& s = create_stream(id);
+  s.pending_flags |= flags::syn;
+  s.pending_delta = config_.initial_stream_window - initial_stream_window;
+  queue_control(s);
+  return &s;
+}
+
+void session_core::add_accept_op(accept_op* op) {
+  if (closed_) {
+    op->complete(close_reason_, stream{});
+    return;
+  }
+  if (!backlog_.empty()) {
+    stream_state* s = backlog_.front();
+    backlog_.pop_front();
+    op->complete({}, stream(shared_from_this(), s));
+    return;
+  }
+  accept_ops_.push_back(op);
+}
+
+void session_core::add_ping_op(ping_op* op) {
+  if (closed_ || failing_) {
+    op->complete(closed_ ? close_reason_ : make_error_code(errc::session_closed), {});
+    return;
+  }
+  const std::uint32_t id = next_ping_++;
+  pings_[id] = {clock::now(), op};
+  queue_session_frame({protocol_version, frame_type::ping, flags::syn, 0, id});
+}
+
+void session_core::add_close_op(pending_op<std::error_code>* op) {
+  if (closed_) {
+    op->complete(close_reason_);
+    return;
+  }
+  close_ops_.push_back(op);
+}
+
+void session_core::go_away(go_away_code code) {
+  if (closed_ || failing_) return;
+  if (code != go_away_code::normal) {
+    fail(make_error_code(errc::session_closed), code);
+    return;
+  }
+  if (local_go_away_) return;
+  local_go_away_ = true;
+  queue_session_frame({protocol_version, frame_type::go_away, 0, 0, static_cast<std::uint32_t>(code)});
+}
+
+void session_core::close(std::error_code reason) {
+  if (closed_) return;
+  closed_ = true;
+  close_reason_ = reason ? reason : make_error_code(errc::session_closed);
+  failing_ = false;
+  wake_.cancel();
+  housekeeping_timer_.cancel();
+  close_transport();
+
+  auto accepts = std::move(accept_ops_);
+  accept_ops_.clear();
+  for (auto* op : accepts) op->complete(close_reason_, stream{});
+  // Streams the peer opened but nobody accepted have no owner but us.
+  for (auto* s : backlog_) erase_stream(s->id);
+  backlog_.clear();
+  std::vector<std::uint32_t> released;
+  for (auto& [id, s] : streams_) {
+    s->pending_flags = 0;
+    s->pending_delta = 0;
+    if (s->released) {
+      released.push_back(id);
+      continue;
+    }
+    fail_stream_ops(*s, close_reason_);
+    deliver_to_reader(*s);
+  }
+  for (auto id : released) {
+    auto* s = find(id);
+    if (s->write_op) {  // in flight: completed by batch_done
+      orphan_writes_.push_back(s->write_op);
+      s->write_op = nullptr;
+    }
+    erase_stream(id);
+  }
+  auto pings = std::move(pings_);
+  pings_.clear();
+  for (auto& [id, p] : pings)
+    if (p.op) p.op->complete(close_reason_, {});
+  control_queue_.clear();
+  data_queue_.clear();
+  session_frames_.clear();
+  auto closes = std::move(close_ops_);
+  close_ops_.clear();
+  for (auto* op : closes) op->complete(close_reason_);
+}
+
+void session_core::fail(std::error_code ec, go_away_code code) {
+  if (closed_ || failing_) return;
+  failing_ = true;
+  failing_reason_ = ec;
+  failing_since_ = clock::now();
+  local_go_away_ = true;
+  session_frames_.push_back({protocol_version, frame_type::go_away, 0, 0, static_cast<std::uint32_t>(code)});
+  notify_writer();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream operations (from handles)
+
+void session_core::read_some(stream_state& s, io_op* op) {
+  if (s.read_op) {
+    op->complete(asio::error::already_started, 0);
+    return;
+  }
+  s.read_op = op;
+  std::size_t capacity = 0;
+  for (std::size_t i = 0; i < s.read_buf_count; ++i) capacity += s.read_bufs[i].size();
+  if (capacity == 0) {
+    complete_read(s, {}, 0);
+    return;
+  }
+  deliver_to_reader(s);
+}
+
+void session_core::write_some(stream_state& s, io_op* op) {
+  if (s.write_op) {
+    op->complete(asio::error::already_started, 0);
+    return;
+  }
+  s.write_op = op;
+  std::error_code ec;
+  if (s.reset)
+    ec = errc::stream_reset;
+  else if (s.fin_sent || (s.pending_flags & flags::fin) || s.fin_after_write)
+    ec = errc::stream_closed;
+  else if (closed_ || failing_)
+    ec = closed_ ? close_reason_ : make_error_code(errc::session_closed);
+  if (ec || s.write_total == 0) {
+    complete_write(s, ec, 0);
+    return;
+  }
+  queue_data(s);
+}
+
+void session_core::shutdown_send(stream_state& s) {
+  if (s.reset || s.fin_sent || (s.pending_flags & flags::fin) || s.fin_after_write || closed_) return;
+  if (s.write_op) {
+    if (s.write_in_flight) {
+      s.fin_after_write = true;
+      return;
+    }
+    complete_write(s, asio::error::operation_aborted, 0);
+  }
+  s.pending_flags |= flags::fin;
+  queue_control(s);
+}
+
+void session_core::reset(stream_state& s) {
+  if (s.reset) return;
+  s.reset = true;
+  s.recv_buf.clear();
+  fail_stream_ops(s, make_error_code(errc::stream_reset));
+  if (closed_) return;
+  s.pending_flags = flags::rst;
+  s.pending_delta = 0;
+  queue_control(s);
+}
+
+void session_core::cancel(stream_state& s) {
+  if (s.read_op) complete_read(s, asio::error::operation_aborted, 0);
+  if (s.write_op) {
+    if (s.write_in_flight)
+      s.write_cancelled = true;
+    else
+      complete_write(s, asio::error::operation_aborted, 0);
+  }
+}
+
+void session_core::cancel_op(void* op, std::uint32_t key) {
+  if (key != 0) {
+    if (auto* s = find(key)) {
+      if (s->read_op == op) complete_read(*s, asio::error::operation_aborted, 0);
+      if (s->write_op == op) {
+        if (s->write_in_flight)
+          s->write_cancelled = true;
+        else
+          complete_write(*s, asio::error::operation_aborted, 0);
+      }
+    }
+    return;
+  }
+  if (auto it = std::find(accept_ops_.begin(), accept_ops_.end(), op); it != accept_ops_.end()) {
+    auto* a = *it;
+    accept_ops_.erase(it);
+    a->complete(asio::error::operation_aborted, stream{});
+    return;
+  }
+  for (auto it = pings_.begin(); it != pings_.end(); ++it) {
+    if (it->second.op == op) {
+      auto* p = it->second.op;
+      it->second.op = nullptr;  // a late reply is still used for the RTT estimate
+      p->complete(asio::error::operation_aborted, {});
+      return;
+    }
+  }
+  auto it = std::find(close_ops_.begin(), close_ops_.end(), op);
+  if (it != close_ops_.end()) {
+    auto* c = *it;
+    close_ops_.erase(it);
+    c->complete(asio::error::operation_aborted);
+  }
+}
+
+void session_core::release(stream_state& s) {
+  s.released = true;
+  if (s.read_op) complete_read(s, asio::error::operation_aborted, 0);
+  if (s.write_op) {
+    if (s.write_in_flight) {
+      orphan_writes_.push_back(s.write_op);
+      s.write_op = nullptr;
+      s.write_in_flight = false;
+    } else {
+      complete_write(s, asio::error::operation_aborted, 0);
+    }
+  }
+  if (closed_) {
+    erase_stream(s.id);
+    return;
+  }
+  if (!s.fully_closed()) {
+    // Graceful close, like a TCP socket's: our FIN follows whatever was written; what the peer still
+    // sends is credited back and dropped until its FIN or RST frees the id.
+    if (!s.fin_sent && !(s.pending_flags & flags::fin)) {
+      s.pending_flags |= flags::fin;
+      queue_control(s);
+    }
+    const std::size_t unread = s.recv_buf.size();
+    s.recv_buf.clear();
+    if (unread) consumed(s, unread);
+  }
+  finish_if_done(s);
+}
+
+void session_core::finish_if_done(stream_state& s) {
+  if (s.released && s.fully_closed() && s.pending_flags == 0 && !s.in_control_queue) erase_stream(s.id);
+}
+
+void session_core::complete_read(stream_state& s, std::error_code ec, std::size_t n) {
+  auto* op = s.read_op;
+  s.read_op = nullptr;
+  s.read_buf_count = 0;
+  op->complete(ec, n);
+}
+
+void session_core::complete_write(stream_state& s, std::error_code ec, std::size_t n) {
+  auto* op = s.write_op;
+  s.write_op = nullptr;
+  s.write_buf_count = 0;
+  s.write_total = 0;
+  s.write_offset = 0;
+  s.write_in_flight = false;
+  s.write_cancelled = false;
+  op->complete(ec, n);
+}
+
+void session_core::fail_stream_ops(stream_state& s, std::error_code ec) {
+  if (s.read_op && s.recv_buf.empty()) complete_read(s, ec, 0);
+  if (s.write_op && !s.write_in_flight) complete_write(s, ec, 0);
+}
+
+void session_core::deliver_to_reader(stream_state& s) {
+  if (!s.read_op) return;
+  if (!s.recv_buf.empty()) {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < s.read_buf_count && !s.recv_buf.empty(); ++i) {
+      auto& b = s.read_bufs[i];
+      n += s.recv_buf.read({static_cast<std::byte*>(b.data()), b.size()});
+    }
+    complete_read(s, {}, n);
+    consumed(s, n);
+    return;
+  }
+  if (s.reset)
+    complete_read(s, make_error_code(errc::stream_reset), 0);
+  else if (s.remote_fin)
+    complete_read(s, asio::error::eof, 0);
+  else if (closed_)
+    complete_read(s, close_reason_, 0);
+}
+
+void session_core::consumed(stream_state& s, std::size_t n) {
+  if (closed_ || s.reset || s.remote_fin) return;
+  s.credit_owed += static_cast<std::uint32_t>(n);
+  if (s.credit_owed < s.recv_window_size / 2) return;
+  std::uint32_t delta = s.credit_owed;
+  s.credit_owed = 0;
+  const auto now = clock::now();
+  // Auto-tuning: a reader that got through half its window within two round trips is limited by
+  // the window, not by itself; double it, within the per-stream maximum and the session budget.
+  if (rtt_.count() > 0 && now - s.last_update < 2 * rtt_ && s.recv_window_size < config_.max_stream_window) {
+    std::size_t grow = std::min<std::size_t>(s.recv_window_size, config_.max_stream_window - s.recv_window_size);
+    grow = std::min(grow, config_.session_window_budget > window_growth_
+                              ? config_.session_window_budget - window_growth_
+                              : std::size_t{0});
+    s.recv_window_size += static_cast<std::uint32_t>(grow);
+    window_growth_ += grow;
+    delta += static_cast<std::uint32_t>(grow);
+  }
+  s.last_update = now;
+  s.recv_window += delta;
+  s.pending_delta += delta;
+  queue_control(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Incoming frames
+
+std::size_t session_core::on_input(std::span<const std::byte> in) {
+  std::size_t offset = 0;
+  while (!closed_ && !failing_) {
+    std::size_t used = 0;
+    const auto ev = reader_.next(in.subspan(offset), used);
+    offset += used;
+    switch (ev.what) {
+      case frame_reader::kind::need_more:
+        return offset;
+      case frame_reader::kind::header:
+        handle_header(ev.header);
+        break;
+      case frame_reader::kind::payload:
+        handle_payload(payload_stream_, ev.data);
+        break;
+      case frame_reader::kind::error:
+        fail(ev.error, go_away_code::protocol_error);
+        return in.size();
+    }
+  }
+  return in.size();
+}
+
+void session_core::on_read_error(std::error_code ec) {
+  if (closed_) return;
+  if (failing_) {
+    close(failing_reason_);
+    return;
+  }
+  if (ec == asio::error::eof || ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
+    close(make_error_code(errc::session_closed));
+  else
+    close(ec);
+}
+
+void session_core::handle_header(const frame_header& h) {
+  switch (h.type) {
+    case frame_type::data:
+    case frame_type::window_update: {
+      if (h.has(flags::syn)) {
+        incoming_syn(h);
+        if (closed_ || failing_) return;
+      }
+      stream_state* s = find(h.stream_id);
+      if (h.type == frame_type::data) {
+        payload_stream_ = 0;
+        if (!s) return;  // unknown or refused stream: its payload is skipped
+        if (h.length > s->recv_window) {
+          fail(make_error_code(errc::window_exceeded), go_away_code::protocol_error);
+          return;
+        }
+        s->recv_window -= h.length;
+        if (h.length > 0) {
+          payload_stream_ = h.stream_id;
+          // FIN and RST take effect after the payload they travel with.
+          payload_flags_ = h.flags & (flags::fin | flags::rst);
+          handle_stream_flags(*s, h.flags & ~(flags::fin | flags::rst));
+          return;
+        }
+        handle_stream_flags(*s, h.flags);
+        return;
+      }
+      if (!s) return;
+      if (h.length > std::numeric_limits<std::uint32_t>::max() - s->send_window) {
+        fail(make_error_code(errc::protocol_error), go_away_code::protocol_error);
+        return;
+      }
+      s->send_window += h.length;
+      handle_stream_flags(*s, h.flags);
+      if ((s = find(h.stream_id))) queue_data(*s);
+      return;
+    }
+    case frame_type::ping:
+      handle_ping(h);
+      return;
+    case frame_type::go_away:
+      handle_go_away(h);
+      return;
+  }
+}
+
+void session_core::handle_payload(std::uint32_t id, std::span<const std::byte> data) {
+  const bool frame_done = reader_.payload_remaining() == 0;
+  stream_state* s = id ? find(id) : nullptr;
+  if (!s) return;
+  if (s->released || s->reset) {
+    consumed(*s, data.size());
+  } else {
+    if (s->read_op && s->recv_buf.empty()) {
+      std::size_t n = 0;
+      for (std::size_t i = 0; i < s->read_buf_count && n < data.size(); ++i) {
+        auto& b = s->read_bufs[i];
+        const std::size_t k = std::min(b.size(), data.size() - n);
+        std::memcpy(b.data(), data.data() + n, k);
+        n += k;
+      }
+      s->recv_buf.append(data.subspan(n));
+      complete_read(*s, {}, n);
+      consumed(*s, n);
+    } else {
+      s->recv_buf.append(data);
+    }
+  }
+  if (frame_done && payload_flags_) {
+    const auto f = payload_flags_;
+    payload_flags_ = 0;
+    if ((s = find(id))) handle_stream_flags(*s, f);
+  }
+}
+
+void session_core::handle_stream_flags(stream_state& s, std::uint16_t f) {
+  if ((f & flags::rst) && !s.reset) {
+    s.reset = true;
+    s.recv_buf.clear();
+    s.pending_flags = 0;
+    s.pending_delta = 0;
+    fail_stream_ops(s, make_error_code(errc::stream_reset));
+    if (s.write_op && s.write_in_flight) s.write_cancelled = true;
+    finish_if_done(s);
+    return;
+  }
+  if ((f & flags::fin) && !s.remote_fin) {
+    s.remote_fin = true;
+    deliver_to_reader(s);
+    finish_if_done(s);
+  }
+}
+
+void session_core::incoming_syn(const frame_header& h) {
+  const std::uint32_t id = h.stream_id;
+  const bool peer_is_client = role_ == role::server;
+  if (id == 0 || (id % 2 == 1) != peer_is_client) {
+    fail(make_error_code(errc::protocol_error), go_away_code::protocol_error);
+    return;
+  }
+  if (find(id)) {
+    fail(make_error_code(errc::duplicate_stream), go_away_code::protocol_error);
+    return;
+  }
+  if (local_go_away_ || backlog_.size() >= config_.accept_backlog || streams_.size() >= config_.max_streams) {
+    queue_session_frame({protocol_version, frame_type::window_update, flags::rst, id, 0});
+    return;
+  }
+  auto& s = create_stream(id);
+  // Acknowledge at once rather than at accept: a peer such as hashicorp/yamux blocks its opens while
+  // too many SYNs are unacknowledged.
+  s.pending_flags |= flags::ack;
+  s.pending_delta = config_.initial_stream_window - initial_stream_window;
+  queue_control(s);
+  if (!accept_ops_.empty()) {
+    auto* op = accept_ops_.front();
+    accept_ops_.pop_front();
+    op->complete({}, stream(shared_from_this(), &s));
+  } else {
+    backlog_.push_back(&s);
+  }
+}
+
+void session_core::handle_ping(const frame_header& h) {
+  if (h.has(flags::syn)) {
+    queue_session_frame({protocol_version, frame_type::ping, flags::ack, 0, h.length});
+    return;
+  }
+  if (!h.has(flags::ack)) return;
+  auto it = pings_.find(h.length);
+  if (it == pings_.end()) return;
+  const auto elapsed = clock::now() - it->second.sent;
+  rtt_ = elapsed;
+  if (h.length == keepalive_ping_) keepalive_outstanding_ = false;
+  auto* op = it->second.op;
+  pings_.erase(it);
+  if (op) op->complete({}, elapsed);
+}
+
+void session_core::handle_go_away(const frame_header& h) {
+  switch (static_cast<go_away_code>(h.length)) {
+    case go_away_code::normal:
+      remote_go_away_ = true;
+      return;
+    case go_away_code::protocol_error:
+      close(make_error_code(errc::peer_protocol_error));
+      return;
+    case go_away_code::internal_error:
+      close(make_error_code(errc::peer_internal_error));
+      return;
+  }
+  fail(make_error_code(errc::protocol_error), go_away_code::protocol_error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer's side
+
+void session_core::queue_control(stream_state& s) {
+  if (s.in_control_queue || closed_) return;
+  s.in_control_queue = true;
+  control_queue_.push_back(s.id);
+  notify_writer();
+}
+
+void session_core::queue_data(stream_state& s) {
+  if (s.in_data_queue || closed_ || !s.write_op || s.write_in_flight || s.send_window == 0) return;
+  s.in_data_queue = true;
+  data_queue_.push_back(s.id);
+  notify_writer();
+}
+
+void session_core::queue_session_frame(const frame_header& h) {
+  if (closed_) return;
+  if (session_frames_.size() >= max_session_frames) {
+    fail(make_error_code(errc::protocol_error), go_away_code::protocol_error);
+    return;
+  }
+  session_frames_.push_back(h);
+  notify_writer();
+}
+
+void session_core::notify_writer() {
+  if (!writer_waiting_) return;
+  writer_waiting_ = false;
+  wake_.cancel();
+}
+
+asio::awaitable<void> session_core::wait_for_work() {
+  writer_waiting_ = true;
+  wake_.expires_at(clock::time_point::max());
+  co_await wake_.async_wait(use_tuple);
+  writer_waiting_ = false;
+}
+
+void session_core::push_header(const frame_header& h) {
+  auto& slot = batch_headers_.emplace_back(encode(h));
+  batch_out_->push_back(asio::buffer(slot));
+}
+
+void session_core::emit_stream_control(stream_state& s) {
+  if (s.pending_flags == 0 && s.pending_delta == 0) {
+    finish_if_done(s);
+    return;
+  }
+  // A bare SYN or ACK can ride on the Data frame this stream is about to send.
+  const bool open_flags_only = (s.pending_flags & ~(flags::syn | flags::ack)) == 0 && s.pending_delta == 0;
+  if (open_flags_only && s.in_data_queue) return;
+  const std::uint16_t f = s.pending_flags;
+  push_header({protocol_version, frame_type::window_update, f, s.id, s.pending_delta});
+  s.pending_flags = 0;
+  s.pending_delta = 0;
+  if (f & flags::fin) s.fin_sent = true;
+  finish_if_done(s);
+}
+
+void session_core::emit_data_frame(stream_state& s, std::size_t& batch_bytes) {
+  const std::size_t n = std::min<std::size_t>(
+      {config_.max_frame_payload, s.send_window, s.write_total - s.write_offset});
+  const std::uint16_t f = s.pending_flags & (flags::syn | flags::ack);
+  s.pending_flags &= static_cast<std::uint16_t>(~(flags::syn | flags::ack));
+  push_header({protocol_version, frame_type::data, f, s.id, static_cast<std::uint32_t>(n)});
+  std::size_t skip = s.write_offset;
+  std::size_t left = n;
+  for (std::size_t i = 0; i < s.write_buf_count && left > 0; ++i) {
+    const auto& b = s.write_bufs[i];
+    if (skip >= b.size()) {
+      skip -= b.size();
+      continue;
+    }
+    const std::size_t k = std::min(b.size() - skip, left);
+    batch_out_->push_back(asio::const_buffer(static_cast<const std::byte*>(b.data()) + skip, k));
+    skip = 0;
+    left -= k;
+  }
+  s.send_window -= static_cast<std::uint32_t>(n);
+  s.write_offset += n;
+  batch_bytes += n + header_size;
+}
+
+bool session_core::prepare_batch(std::vector<asio::const_buffer>& out) {
+  out.clear();
+  batch_headers_.clear();
+  batch_streams_.clear();
+  if (closed_) return false;
+  batch_out_ = &out;
+
+  std::size_t taken = 0;
+  for (; taken < session_frames_.size() && batch_headers_.size() < max_batch_frames; ++taken)
+    push_header(session_frames_[taken]);
+  session_frames_.erase(session_frames_.begin(), session_frames_.begin() + static_cast<std::ptrdiff_t>(taken));
+
+  if (!failing_) {
+    while (!control_queue_.empty() && batch_headers_.size() < max_batch_frames) {
+      const std::uint32_t id = control_queue_.front();
+      control_queue_.pop_front();
+      stream_state* s = find(id);
+      if (!s) continue;
+      s->in_control_queue = false;
+      emit_stream_control(*s);
+    }
+    std::size_t bytes = 0;
+    while (!data_queue_.empty() && bytes < config_.max_batch_bytes && batch_headers_.size() < max_batch_frames &&
+           out.size() + 1 + max_op_buffers <= max_batch_buffers) {
+      const std::uint32_t id = data_queue_.front();
+      data_queue_.pop_front();
+      stream_state* s = find(id);
+      if (!s) continue;
+      s->in_data_queue = false;
+      if (!s->write_op || s->reset || s->send_window == 0 || s->write_offset == s->write_total ||
+          s->write_cancelled)
+        continue;
+      emit_data_frame(*s, bytes);
+      if (!s->write_in_flight) {
+        s->write_in_flight = true;
+        batch_streams_.push_back(id);
+      }
+      if (s->write_offset < s->write_total && s->send_window > 0) {
+        s->in_data_queue = true;  // round robin: back of the line
+        data_queue_.push_back(id);
+      }
+    }
+  }
+  batch_out_ = nullptr;
+  // Adjacent headers (session frames, window updates) sit side by side in batch_headers_: one buffer.
+  std::size_t w = 0;
+  for (std::size_t r = 0; r < out.size(); ++r) {
+    if (w > 0 && static_cast<const std::byte*>(out[w - 1].data()) + out[w - 1].size() == out[r].data())
+      out[w - 1] = asio::const_buffer(out[w - 1].data(), out[w - 1].size() + out[r].size());
+    else
+      out[w++] = out[r];
+  }
+  out.resize(w);
+  writing_ = !out.empty();
+  if (writing_) write_started_ = clock::now();
+  return writing_;
+}
+
+void session_core::batch_done(std::error_code ec) {
+  writing_ = false;
+  for (const std::uint32_t id : batch_streams_) {
+    stream_state* s = find(id);
+    if (!s || !s->write_op || !s->write_in_flight) continue;
+    s->write_in_flight = false;
+    const std::size_t n = s->write_offset;
+    if (ec || closed_)
+      complete_write(*s, closed_ ? close_reason_ : ec, n);
+    else if (s->write_cancelled)
+      complete_write(*s, asio::error::operation_aborted, n);
+    else if (s->reset)
+      complete_write(*s, make_error_code(errc::stream_reset), n);
+    else
+      complete_write(*s, {}, n);
+    if (s->fin_after_write && !closed_ && !s->reset) {
+      s->fin_after_write = false;
+      s->pending_flags |= flags::fin;
+      queue_control(*s);
+    }
+  }
+  batch_streams_.clear();
+  auto orphans = std::move(orphan_writes_);
+  orphan_writes_.clear();
+  for (auto* op : orphans) op->complete(asio::error::operation_aborted, 0);
+  if (ec) {
+    close(failing_ ? failing_reason_ : ec);
+    return;
+  }
+  if (failing_ && session_frames_.empty()) close(failing_reason_);
+}
+
+asio::awaitable<void> session_core::housekeeping() {
+  using std::chrono::milliseconds;
+  milliseconds tick = config_.write_timeout;
+  if (config_.enable_keepalive) tick = std::min(tick, config_.keepalive_interval);
+  tick = std::max(milliseconds(1), tick / 4);
+  auto next_ping = clock::now() + config_.keepalive_interval;
+  clock::time_point keepalive_sent{};
+  while (!closed_) {
+    housekeeping_timer_.expires_after(tick);
+    co_await housekeeping_timer_.async_wait(use_tuple);
+    if (closed_) co_return;
+    const auto now = clock::now();
+    if (writing_ && now - write_started_ > config_.write_timeout) {
+      close(make_error_code(errc::write_timeout));
+      co_return;
+    }
+    if (failing_ && now - failing_since_ > config_.write_timeout) {
+      close(failing_reason_);
+      co_return;
+    }
+    if (keepalive_outstanding_ && now - keepalive_sent > config_.write_timeout) {
+      close(make_error_code(errc::keepalive_timeout));
+      co_return;
+    }
+    if (config_.enable_keepalive && !keepalive_outstanding_ && now >= next_ping) {
+      keepalive_ping_ = next_ping_++;
+      keepalive_outstanding_ = true;
+      keepalive_sent = now;
+      pings_[keepalive_ping_] = {now, nullptr};
+      queue_session_frame({protocol_version, frame_type::ping, flags::syn, 0, keepalive_ping_});
+      next_ping = now + config_.keepalive_interval;
+    }
+  }
+}
+
+}  // namespace socketmaster::yamux::detail

@@ -1,0 +1,212 @@
+// The transport-independent heart of a yamux session: stream table, flow control, the frame
+// scheduler feeding the one writer, and the state machine driven by incoming frames. The transport
+// loops (session.hpp) feed it bytes and write what it batches.
+//
+// Concurrency: a session_core and all of its streams belong to one executor (the transport's); every
+// call must be made from it. No locks are taken.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <span>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/buffer.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "../config.hpp"
+#include "../frame.hpp"
+#include "byte_ring.hpp"
+#include "pending_op.hpp"
+
+namespace socketmaster::yamux {
+
+enum class role { client, server };  // client opens odd stream ids, server even ones
+class stream;
+
+namespace detail {
+
+using clock = std::chrono::steady_clock;
+using io_op = pending_op<std::error_code, std::size_t>;
+using accept_op = pending_op<std::error_code, stream>;
+using ping_op = pending_op<std::error_code, clock::duration>;
+
+inline constexpr std::size_t max_op_buffers = 16;
+
+// One stream's state. Owned by the session's stream table; a `stream` handle points at it.
+struct stream_state {
+  std::uint32_t id = 0;
+
+  // Receive side.
+  byte_ring recv_buf;
+  std::uint32_t recv_window = 0;       // bytes the peer may still send before our next update
+  std::uint32_t recv_window_size = 0;  // the window we advertise, grown by auto-tuning
+  std::uint32_t credit_owed = 0;       // bytes consumed by the reader, not yet returned to the peer
+  std::uint32_t payload_in_flight = 0; // of the frame being received, bytes not yet arrived
+  clock::time_point last_update{};
+  bool remote_fin = false;
+  bool reset = false;
+
+  // Send side.
+  std::uint32_t send_window = initial_stream_window;
+  std::uint16_t pending_flags = 0;     // SYN/ACK/FIN/RST to send in the next frame for this stream
+  std::uint32_t pending_delta = 0;     // window update to send
+  bool fin_sent = false;
+  bool fin_after_write = false;        // shutdown_send() while a write was in flight
+  bool in_control_queue = false;
+  bool in_data_queue = false;
+
+  // The handle let go of this stream; it lingers only until the peer finishes or resets it.
+  bool released = false;
+
+  // One pending read and one pending write, as on a socket.
+  io_op* read_op = nullptr;
+  std::array<asio::mutable_buffer, max_op_buffers> read_bufs{};
+  std::size_t read_buf_count = 0;
+
+  io_op* write_op = nullptr;
+  std::array<asio::const_buffer, max_op_buffers> write_bufs{};
+  std::size_t write_buf_count = 0;
+  std::size_t write_total = 0;    // bytes in write_bufs
+  std::size_t write_offset = 0;   // bytes of them already batched
+  bool write_in_flight = false;   // part of the batch being written: buffers must stay untouched
+  bool write_cancelled = false;
+
+  bool fully_closed() const { return reset || (fin_sent && remote_fin); }
+};
+
+class session_core : public std::enable_shared_from_this<session_core>, public cancel_target {
+ public:
+  session_core(asio::any_io_executor ex, role r, const config& cfg);
+  virtual ~session_core();
+  session_core(const session_core&) = delete;
+  session_core& operator=(const session_core&) = delete;
+
+  const asio::any_io_executor& get_executor() const { return executor_; }
+  const config& cfg() const { return config_; }
+  role session_role() const { return role_; }
+
+  // --- used by the session handle ---
+  void start();
+  stream_state* open(std::error_code& ec);
+  void add_accept_op(accept_op* op);
+  void add_ping_op(ping_op* op);
+  void go_away(go_away_code code);
+  void close(std::error_code reason);
+  bool is_closed() const { return closed_; }
+  std::error_code close_reason() const { return close_reason_; }
+  bool remote_going_away() const { return remote_go_away_; }
+  bool local_going_away() const { return local_go_away_; }
+  std::size_t stream_count() const { return streams_.size(); }
+  std::size_t backlog_size() const { return backlog_.size(); }
+  clock::duration rtt() const { return rtt_; }
+  void add_close_op(pending_op<std::error_code>* op);
+
+  // --- used by stream handles ---
+  void read_some(stream_state& s, io_op* op);
+  void write_some(stream_state& s, io_op* op);
+  void shutdown_send(stream_state& s);
+  void reset(stream_state& s);
+  void cancel(stream_state& s);
+  void release(stream_state& s);  // the handle is gone
+  void cancel_op(void* op, std::uint32_t key) override;
+
+  // --- used by the transport loops ---
+  // Consumes all complete frames and payload in `in`; returns bytes consumed (only a partial header
+  // is left over).
+  std::size_t on_input(std::span<const std::byte> in);
+  void on_read_error(std::error_code ec);
+  // Fills `out` with the next gather write; false when there is nothing to write.
+  bool prepare_batch(std::vector<asio::const_buffer>& out);
+  void batch_done(std::error_code ec);
+  bool reading_stopped() const { return closed_ || failing_; }
+  asio::awaitable<void> wait_for_work();
+
+ protected:
+  virtual void start_io() = 0;
+  virtual void close_transport() = 0;
+
+ private:
+  stream_state* find(std::uint32_t id);
+  stream_state& create_stream(std::uint32_t id);
+  void erase_stream(std::uint32_t id);
+  void handle_header(const frame_header& h);
+  void handle_payload(std::uint32_t id, std::span<const std::byte> data);
+  void handle_stream_flags(stream_state& s, std::uint16_t f);
+  void incoming_syn(const frame_header& h);
+  void handle_ping(const frame_header& h);
+  void handle_go_away(const frame_header& h);
+  void fail(std::error_code ec, go_away_code code);
+  void deliver_to_reader(stream_state& s);
+  void consumed(stream_state& s, std::size_t n);
+  void queue_control(stream_state& s);
+  void queue_data(stream_state& s);
+  void queue_session_frame(const frame_header& h);
+  void notify_writer();
+  void finish_if_done(stream_state& s);
+  void complete_read(stream_state& s, std::error_code ec, std::size_t n);
+  void complete_write(stream_state& s, std::error_code ec, std::size_t n);
+  void fail_stream_ops(stream_state& s, std::error_code ec);
+  void emit_stream_control(stream_state& s);
+  void emit_data_frame(stream_state& s, std::size_t& batch_bytes);
+  void push_header(const frame_header& h);
+  asio::awaitable<void> housekeeping();
+
+  asio::any_io_executor executor_;
+  role role_;
+  config config_;
+
+  std::unordered_map<std::uint32_t, std::unique_ptr<stream_state>> streams_;
+  std::deque<stream_state*> backlog_;  // opened by the peer, not yet accepted
+  std::deque<accept_op*> accept_ops_;
+  std::uint32_t next_id_;
+  std::size_t window_growth_ = 0;  // sum over streams of recv_window_size - initial
+
+  frame_reader reader_;
+  std::uint32_t payload_stream_ = 0;  // stream the current Data payload belongs to, 0 = discard
+  std::uint16_t payload_flags_ = 0;   // FIN/RST of the current Data frame, applied after its payload
+
+  // Writer state.
+  std::vector<frame_header> session_frames_;
+  std::deque<std::uint32_t> control_queue_;
+  std::deque<std::uint32_t> data_queue_;
+  std::vector<header_bytes> batch_headers_;
+  std::vector<asio::const_buffer>* batch_out_ = nullptr;  // set while prepare_batch runs
+  std::vector<std::uint32_t> batch_streams_;
+  std::vector<io_op*> orphan_writes_;  // writes of released/reset streams whose bytes were in flight
+  bool writing_ = false;
+  bool writer_waiting_ = false;
+  clock::time_point write_started_{};
+  asio::steady_timer wake_;
+
+  // Pings: ours and the user's, keyed by opaque value.
+  struct ping_entry {
+    clock::time_point sent;
+    ping_op* op;  // null for keepalive and RTT probes
+  };
+  std::unordered_map<std::uint32_t, ping_entry> pings_;
+  std::uint32_t next_ping_ = 1;
+  clock::duration rtt_{};
+  bool keepalive_outstanding_ = false;
+  std::uint32_t keepalive_ping_ = 0;
+  asio::steady_timer housekeeping_timer_;
+
+  bool local_go_away_ = false;
+  bool remote_go_away_ = false;
+  clock::time_point failing_since_{};
+  bool failing_ = false;  // a GoAway(error) is being flushed before the session closes
+  std::error_code failing_reason_;
+  bool closed_ = false;
+  std::error_code close_reason_;
+  std::vector<pending_op<std::error_code>*> close_ops_;
+};
+
+}  // namespace detail
+}  // namespace socketmaster::yamux

@@ -1,0 +1,204 @@
+// A yamux session (hashicorp/yamux wire format) over any Asio byte stream: TCP, a Unix socket,
+// asio::ssl::stream, or a test stream. The session owns its transport and runs three coroutines on
+// the transport's executor: a read loop that feeds frames to the state machine, one writer that
+// gathers ready frames into a single write, and a housekeeping timer (keepalive, write deadline).
+//
+// Concurrency: a session and its streams must be used from the transport's executor only.
+// Ownership: the session handle owns the session; destroying it closes the session. Streams keep
+// the session's memory alive (they share it) but not the session itself.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+#include <utility>
+
+#include <asio/async_result.hpp>
+#include <asio/buffer.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include "config.hpp"
+#include "detail/session_core.hpp"
+#include "errors.hpp"
+#include "stream.hpp"
+
+namespace socketmaster::yamux {
+
+namespace detail {
+
+template <class AsyncStream>
+void close_transport(AsyncStream& s) {
+  std::error_code ec;
+  if constexpr (requires { s.lowest_layer().close(ec); })
+    s.lowest_layer().close(ec);
+  else
+    s.lowest_layer().close();
+}
+
+// The session core plus the transport it owns, with the read and write loops for that transport.
+template <class AsyncStream>
+class session_over final : public session_core {
+ public:
+  session_over(AsyncStream&& transport, role r, const config& cfg)
+      : session_core(transport.get_executor(), r, cfg), transport_(std::move(transport)) {}
+
+  AsyncStream& transport() { return transport_; }
+
+ protected:
+  void start_io() override {
+    auto self = std::static_pointer_cast<session_over>(shared_from_this());
+    auto on_exit = [self](std::exception_ptr e) {
+      if (e) self->close(make_error_code(errc::protocol_error));
+    };
+    asio::co_spawn(get_executor(), read_loop(self), on_exit);
+    asio::co_spawn(get_executor(), write_loop(self), on_exit);
+  }
+  void close_transport() override { detail::close_transport(transport_); }
+
+ private:
+  static asio::awaitable<void> read_loop(std::shared_ptr<session_over> self) {
+    constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+    std::vector<std::byte> buf(self->cfg().read_buffer_size);
+    std::size_t begin = 0, end = 0;
+    while (!self->reading_stopped()) {
+      auto [ec, n] = co_await self->transport_.async_read_some(asio::buffer(buf.data() + end, buf.size() - end),
+                                                               use_tuple);
+      if (ec) {
+        self->on_read_error(ec);
+        co_return;
+      }
+      end += n;
+      begin += self->on_input({buf.data() + begin, end - begin});
+      if (begin == end) {
+        begin = end = 0;
+      } else if (buf.size() - end < header_size) {  // only a partial header is ever left over
+        std::memmove(buf.data(), buf.data() + begin, end - begin);
+        end -= begin;
+        begin = 0;
+      }
+    }
+  }
+
+  static asio::awaitable<void> write_loop(std::shared_ptr<session_over> self) {
+    constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+    std::vector<asio::const_buffer> batch;
+    batch.reserve(64);
+    while (!self->is_closed()) {
+      if (!self->prepare_batch(batch)) {
+        co_await self->wait_for_work();
+        continue;
+      }
+      auto [ec, n] = co_await asio::async_write(self->transport_, batch, use_tuple);
+      self->batch_done(ec);
+    }
+  }
+
+  AsyncStream transport_;
+};
+
+}  // namespace detail
+
+class session {
+ public:
+  using executor_type = asio::any_io_executor;
+  using clock = std::chrono::steady_clock;
+
+  session() = default;
+  // Starts a session over `transport`. Throws std::system_error(errc::invalid_config) for a config
+  // that does not validate (a programming error, not a network outcome).
+  template <class AsyncStream>
+  session(AsyncStream&& transport, role r, const config& cfg = {}) {
+    const char* what = nullptr;
+    if (auto ec = cfg.validate(&what)) throw std::system_error(ec, what);
+    core_ = std::make_shared<detail::session_over<std::decay_t<AsyncStream>>>(std::move(transport), r, cfg);
+    core_->start();
+  }
+  session(session&&) noexcept = default;
+  session& operator=(session&& other) noexcept {
+    if (this != &other) {
+      close();
+      core_ = std::move(other.core_);
+    }
+    return *this;
+  }
+  ~session() { close(); }
+
+  executor_type get_executor() const { return core_->get_executor(); }
+  bool is_open() const { return core_ && !core_->is_closed(); }
+  // Why the session ended (errc::session_closed for an orderly end); empty while open.
+  std::error_code close_reason() const { return core_ && core_->is_closed() ? core_->close_reason() : std::error_code{}; }
+  bool remote_going_away() const { return core_ && core_->remote_going_away(); }
+  bool local_going_away() const { return core_ && core_->local_going_away(); }
+  // Streams open in this session, counting accepted-but-unread backlog and lingering ones.
+  std::size_t stream_count() const { return core_ ? core_->stream_count() : 0; }
+  // The latest measured round trip (zero until the first ping reply).
+  clock::duration rtt() const { return core_ ? core_->rtt() : clock::duration{}; }
+  role session_role() const { return core_->session_role(); }
+
+  // Opens a stream. Its SYN goes out with its first data, or alone if there is none yet.
+  stream open(std::error_code& ec) {
+    if (!core_) {
+      ec = errc::session_closed;
+      return {};
+    }
+    auto* s = core_->open(ec);
+    return s ? stream(core_, s) : stream{};
+  }
+  stream open() {
+    std::error_code ec;
+    auto s = open(ec);
+    if (ec) throw std::system_error(ec, "yamux open");
+    return s;
+  }
+
+  // Waits for a stream opened by the peer.
+  template <class AcceptToken = asio::default_completion_token_t<executor_type>>
+  auto async_accept(AcceptToken&& token = AcceptToken()) {
+    return asio::async_initiate<AcceptToken, void(std::error_code, stream)>(
+        [this](auto handler) {
+          core_->add_accept_op(
+              detail::make_pending_op<std::error_code, stream>(std::move(handler), core_->get_executor(), core_.get()));
+        },
+        token);
+  }
+
+  // Sends a ping and completes with the measured round trip.
+  template <class PingToken = asio::default_completion_token_t<executor_type>>
+  auto async_ping(PingToken&& token = PingToken()) {
+    return asio::async_initiate<PingToken, void(std::error_code, clock::duration)>(
+        [this](auto handler) {
+          core_->add_ping_op(detail::make_pending_op<std::error_code, clock::duration>(
+              std::move(handler), core_->get_executor(), core_.get()));
+        },
+        token);
+  }
+
+  // Completes when the session has ended, with the reason.
+  template <class WaitToken = asio::default_completion_token_t<executor_type>>
+  auto async_wait_closed(WaitToken&& token = WaitToken()) {
+    return asio::async_initiate<WaitToken, void(std::error_code)>(
+        [this](auto handler) {
+          core_->add_close_op(
+              detail::make_pending_op<std::error_code>(std::move(handler), core_->get_executor(), core_.get()));
+        },
+        token);
+  }
+
+  // GoAway(normal): the peer may open no more streams; open ones run to their end.
+  void go_away() {
+    if (core_) core_->go_away(go_away_code::normal);
+  }
+  // Ends the session at once; streams and pending operations fail with errc::session_closed.
+  void close() {
+    if (core_) core_->close({});
+  }
+
+ private:
+  std::shared_ptr<detail::session_core> core_;
+};
+
+}  // namespace socketmaster::yamux

@@ -1,0 +1,132 @@
+// A yamux stream: one multiplexed byte stream of a session. It models Asio's AsyncReadStream and
+// AsyncWriteStream, so asio::async_read/async_write and asio::ssl::stream<yamux::stream> work on it.
+//
+// Like a socket it is move-only and allows one pending read and one pending write at a time.
+// Concurrency: use it only from its session's executor. Destroying or close()-ing it shuts our send
+// side down (FIN) and frees the stream id once the peer has finished too; reset() aborts it (RST).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <system_error>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/buffer.hpp>
+#include <asio/error.hpp>
+#include <asio/post.hpp>
+
+#include "detail/session_core.hpp"
+
+namespace socketmaster::yamux {
+
+class stream {
+ public:
+  using executor_type = asio::any_io_executor;
+  using lowest_layer_type = stream;
+
+  stream() = default;
+  stream(std::shared_ptr<detail::session_core> core, detail::stream_state* state)
+      : core_(std::move(core)), state_(state) {}
+  stream(stream&& other) noexcept : core_(std::move(other.core_)), state_(std::exchange(other.state_, nullptr)) {}
+  stream& operator=(stream&& other) noexcept {
+    if (this != &other) {
+      close();
+      core_ = std::move(other.core_);
+      state_ = std::exchange(other.state_, nullptr);
+    }
+    return *this;
+  }
+  ~stream() { close(); }
+
+  executor_type get_executor() const { return core_->get_executor(); }
+  lowest_layer_type& lowest_layer() { return *this; }
+  const lowest_layer_type& lowest_layer() const { return *this; }
+
+  bool is_open() const { return state_ != nullptr; }
+  std::uint32_t id() const { return state_ ? state_->id : 0; }
+  // The receive window we currently advertise for this stream (auto-tuning grows it).
+  std::uint32_t receive_window() const { return state_ ? state_->recv_window_size : 0; }
+  // Bytes received and not yet read.
+  std::size_t available() const { return state_ ? state_->recv_buf.size() : 0; }
+
+  template <class MutableBufferSequence, class ReadToken = asio::default_completion_token_t<executor_type>>
+  auto async_read_some(const MutableBufferSequence& buffers, ReadToken&& token = ReadToken()) {
+    return asio::async_initiate<ReadToken, void(std::error_code, std::size_t)>(
+        [this](auto handler, const MutableBufferSequence& bufs) {
+          if (!state_) return post_error(std::move(handler));
+          auto& s = *state_;
+          s.read_buf_count = 0;
+          for (auto it = asio::buffer_sequence_begin(bufs), end = asio::buffer_sequence_end(bufs);
+               it != end && s.read_buf_count < detail::max_op_buffers; ++it) {
+            asio::mutable_buffer b(*it);
+            if (b.size() > 0) s.read_bufs[s.read_buf_count++] = b;
+          }
+          core_->read_some(s, detail::make_pending_op<std::error_code, std::size_t>(
+                                  std::move(handler), core_->get_executor(), core_.get(), s.id));
+        },
+        token, buffers);
+  }
+
+  // The caller's bytes are not copied: they go to the transport straight from `buffers`, which must
+  // stay valid until the handler runs (as for a socket).
+  template <class ConstBufferSequence, class WriteToken = asio::default_completion_token_t<executor_type>>
+  auto async_write_some(const ConstBufferSequence& buffers, WriteToken&& token = WriteToken()) {
+    return asio::async_initiate<WriteToken, void(std::error_code, std::size_t)>(
+        [this](auto handler, const ConstBufferSequence& bufs) {
+          if (!state_) return post_error(std::move(handler));
+          auto& s = *state_;
+          s.write_buf_count = 0;
+          s.write_total = 0;
+          s.write_offset = 0;
+          for (auto it = asio::buffer_sequence_begin(bufs), end = asio::buffer_sequence_end(bufs);
+               it != end && s.write_buf_count < detail::max_op_buffers; ++it) {
+            asio::const_buffer b(*it);
+            if (b.size() == 0) continue;
+            s.write_bufs[s.write_buf_count++] = b;
+            s.write_total += b.size();
+          }
+          core_->write_some(s, detail::make_pending_op<std::error_code, std::size_t>(
+                                   std::move(handler), core_->get_executor(), core_.get(), s.id));
+        },
+        token, buffers);
+  }
+
+  // Half-close: sends FIN once, after the data already written. Reading goes on until the peer's FIN.
+  void shutdown_send() {
+    if (state_) core_->shutdown_send(*state_);
+  }
+  // Aborts the stream in both directions (RST); pending operations fail with errc::stream_reset.
+  void reset() {
+    if (state_) core_->reset(*state_);
+  }
+  // Completes pending operations with asio::error::operation_aborted.
+  void cancel() {
+    if (state_) core_->cancel(*state_);
+  }
+  // Lets go of the stream: FIN if not sent yet; the id is freed when the peer finishes as well.
+  void close() {
+    if (!state_) return;
+    auto* s = std::exchange(state_, nullptr);
+    core_->release(*s);
+    core_.reset();
+  }
+  void close(std::error_code& ec) {
+    ec.clear();
+    close();
+  }
+
+ private:
+  template <class Handler>
+  void post_error(Handler&& handler) {
+    auto ex = asio::get_associated_executor(handler);
+    asio::post(ex, [h = std::forward<Handler>(handler)]() mutable {
+      std::move(h)(std::error_code(asio::error::bad_descriptor), std::size_t{0});
+    });
+  }
+
+  std::shared_ptr<detail::session_core> core_;
+  detail::stream_state* state_ = nullptr;
+};
+
+}  // namespace socketmaster::yamux

@@ -1,0 +1,600 @@
+// The yamux session and its streams over a real socket pair: every state transition, flow control,
+// cancellation and the peer-violation paths (driven by a raw socket speaking frames by hand).
+#include "protocol/session.hpp"
+
+#include <ostream>  // before doctest: it prints std::error_code through operator<<
+#include <doctest/doctest.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
+#include <asio/local/connect_pair.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
+
+#include <numeric>
+#include <optional>
+#include <vector>
+
+using namespace socketmaster;
+using namespace socketmaster::yamux;
+using namespace asio::experimental::awaitable_operators;
+using socket_type = asio::local::stream_protocol::socket;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+// Runs `body` on a fresh io_context; fails the test if it has not finished within `limit`.
+template <class Body>
+void run(Body body, std::chrono::seconds limit = 20s) {
+  asio::io_context io;
+  bool done = false;
+  std::exception_ptr error;
+  asio::co_spawn(io, body(io), [&](std::exception_ptr e) {
+    done = true;
+    error = e;
+    io.stop();
+  });
+  io.run_for(limit);
+  REQUIRE_MESSAGE(done, "test body did not finish in time");
+  if (error) std::rethrow_exception(error);
+}
+
+std::pair<socket_type, socket_type> socket_pair(asio::io_context& io) {
+  socket_type a(io), b(io);
+  asio::local::connect_pair(a, b);
+  return {std::move(a), std::move(b)};
+}
+
+struct session_pair {
+  session client;
+  session server;
+};
+
+session_pair make_sessions(asio::io_context& io, config client_cfg = {}, config server_cfg = {}) {
+  auto [a, b] = socket_pair(io);
+  return {session(std::move(a), role::client, client_cfg), session(std::move(b), role::server, server_cfg)};
+}
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed = 1) {
+  std::vector<std::byte> v(n);
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = std::byte(x);
+  }
+  return v;
+}
+
+// Reads until EOF; returns what was read and the error that ended it (eof expected).
+asio::awaitable<std::pair<std::vector<std::byte>, std::error_code>> read_all(stream& s) {
+  std::vector<std::byte> out;
+  std::vector<std::byte> buf(70000);
+  for (;;) {
+    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), use_tuple);
+    out.insert(out.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
+    if (ec) co_return std::pair{std::move(out), ec};
+  }
+}
+
+asio::awaitable<frame_header> read_frame(socket_type& raw, std::vector<std::byte>* payload = nullptr) {
+  header_bytes hb;
+  co_await asio::async_read(raw, asio::buffer(hb), asio::use_awaitable);
+  const auto h = decode(hb);
+  if (h.type == frame_type::data && h.length > 0) {
+    std::vector<std::byte> p(h.length);
+    co_await asio::async_read(raw, asio::buffer(p), asio::use_awaitable);
+    if (payload) *payload = std::move(p);
+  }
+  co_return h;
+}
+
+asio::awaitable<void> write_frame(socket_type& raw, frame_header h, std::span<const std::byte> payload = {}) {
+  const auto hb = encode(h);
+  std::array<asio::const_buffer, 2> bufs{asio::buffer(hb), asio::buffer(payload.data(), payload.size())};
+  co_await asio::async_write(raw, bufs, asio::use_awaitable);
+}
+
+// Reads frames from a raw peer until one of `type` arrives (answering nothing).
+asio::awaitable<frame_header> read_until(socket_type& raw, frame_type type) {
+  for (;;) {
+    auto h = co_await read_frame(raw);
+    if (h.type == type) co_return h;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a stream carries 4 MiB each way and ends with FIN both ways") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    const auto up = pattern(4 << 20, 1), down = pattern(4 << 20, 2);
+    auto c = client.open();
+    auto server_side = [&]() -> asio::awaitable<void> {
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      auto [got, rec] = co_await read_all(s);
+      CHECK(rec == asio::error::eof);
+      CHECK(got == up);
+      co_await asio::async_write(s, asio::buffer(down), asio::use_awaitable);
+      s.shutdown_send();
+    };
+    auto client_side = [&]() -> asio::awaitable<void> {
+      co_await asio::async_write(c, asio::buffer(up), asio::use_awaitable);
+      c.shutdown_send();
+      auto [got, ec] = co_await read_all(c);
+      CHECK(ec == asio::error::eof);
+      CHECK(got == down);
+    };
+    co_await (server_side() && client_side());
+    CHECK(client.stream_count() == 1);  // the handle is still held
+    c.close();
+    CHECK(client.stream_count() == 0);
+  });
+}
+
+TEST_CASE("half-close: the side that got FIN keeps writing until it closes") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    auto c = client.open();
+    const std::string hello = "hello";
+    co_await asio::async_write(c, asio::buffer(hello), asio::use_awaitable);
+    c.shutdown_send();
+    c.shutdown_send();  // FIN exactly once
+    auto [ec, s] = co_await server.async_accept(use_tuple);
+    REQUIRE_FALSE(ec);
+    auto [got, rec] = co_await read_all(s);
+    CHECK(rec == asio::error::eof);
+    CHECK(got.size() == 5);
+    // A second read after EOF still says EOF.
+    std::array<char, 4> b;
+    auto [ec2, n2] = co_await s.async_read_some(asio::buffer(b), use_tuple);
+    CHECK(ec2 == asio::error::eof);
+    CHECK(n2 == 0);
+    const std::string reply(300'000, 'r');  // more than one window: needs the client's updates
+    auto replier = [&]() -> asio::awaitable<void> {
+      co_await asio::async_write(s, asio::buffer(reply), asio::use_awaitable);
+      s.shutdown_send();
+    };
+    auto [back, cec] = co_await (read_all(c) && replier());
+    CHECK(cec == asio::error::eof);
+    CHECK(back.size() == reply.size());
+    // Writing after our own shutdown is refused.
+    auto [wec, wn] = co_await c.async_write_some(asio::buffer(hello), use_tuple);
+    CHECK(wec == errc::stream_closed);
+    CHECK(wn == 0);
+  });
+}
+
+TEST_CASE("reset: the peer's pending read fails with stream_reset, and new writes too") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    auto c = client.open();
+    co_await asio::async_write(c, asio::buffer("x", 1), asio::use_awaitable);
+    auto [ec, s] = co_await server.async_accept(use_tuple);
+    REQUIRE_FALSE(ec);
+    std::array<char, 1> one;
+    co_await asio::async_read(s, asio::buffer(one), asio::use_awaitable);
+    auto reader = [&]() -> asio::awaitable<std::error_code> {
+      std::array<char, 16> b;
+      auto [rec, n] = co_await s.async_read_some(asio::buffer(b), use_tuple);
+      co_return rec;
+    };
+    auto resetter = [&]() -> asio::awaitable<void> {
+      c.reset();
+      co_return;
+    };
+    auto rec = co_await (reader() && resetter());
+    CHECK(rec == errc::stream_reset);
+    auto [wec, wn] = co_await s.async_write_some(asio::buffer("y", 1), use_tuple);
+    CHECK(wec == errc::stream_reset);
+    auto [cec, cn] = co_await c.async_write_some(asio::buffer("y", 1), use_tuple);
+    CHECK(cec == errc::stream_reset);
+  });
+}
+
+TEST_CASE("a pending read is cancelled by a timer race and by cancel()") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    auto c = client.open();
+    std::array<char, 16> b;
+    asio::steady_timer t(io, 20ms);
+    auto result = co_await (c.async_read_some(asio::buffer(b), use_tuple) || t.async_wait(use_tuple));
+    REQUIRE(result.index() == 1);  // the timer won; the read was cancelled through its slot
+    // The stream is still usable: a second read can be started and cancelled explicitly.
+    auto reader = [&]() -> asio::awaitable<std::error_code> {
+      auto [ec, n] = co_await c.async_read_some(asio::buffer(b), use_tuple);
+      co_return ec;
+    };
+    auto canceller = [&]() -> asio::awaitable<void> {
+      c.cancel();
+      co_return;
+    };
+    auto ec = co_await (reader() && canceller());
+    CHECK(ec == asio::error::operation_aborted);
+    // And data still flows afterwards.
+    co_await asio::async_write(c, asio::buffer("ok", 2), asio::use_awaitable);
+    auto [aec, s] = co_await server.async_accept(use_tuple);
+    REQUIRE_FALSE(aec);
+    std::array<char, 2> two;
+    co_await asio::async_read(s, asio::buffer(two), asio::use_awaitable);
+    CHECK(std::string(two.data(), 2) == "ok");
+  });
+}
+
+TEST_CASE("an accept can be cancelled") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    asio::steady_timer t(io, 10ms);
+    auto result = co_await (server.async_accept(use_tuple) || t.async_wait(use_tuple));
+    CHECK(result.index() == 1);
+  });
+}
+
+TEST_CASE("backlog overflow is answered with RST") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    config small;
+    small.accept_backlog = 2;
+    auto [client, server] = make_sessions(io, {}, small);
+    std::vector<stream> opened;
+    for (int i = 0; i < 3; ++i) {
+      opened.push_back(client.open());
+      co_await asio::async_write(opened.back(), asio::buffer("x", 1), asio::use_awaitable);
+    }
+    std::array<char, 1> b;
+    auto [ec, n] = co_await opened[2].async_read_some(asio::buffer(b), use_tuple);
+    CHECK(ec == errc::stream_reset);
+    // The first two wait in the backlog and are served normally.
+    for (int i = 0; i < 2; ++i) {
+      auto [aec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(aec);
+      co_await asio::async_read(s, asio::buffer(b), asio::use_awaitable);
+      CHECK(b[0] == 'x');
+    }
+  });
+}
+
+TEST_CASE("a sender stops at the receiver's window and resumes when it reads") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    const auto data = pattern(1 << 20);
+    auto c = client.open();
+    bool write_done = false;
+    auto writer = [&]() -> asio::awaitable<void> {
+      co_await asio::async_write(c, asio::buffer(data), asio::use_awaitable);
+      write_done = true;
+    };
+    auto reader = [&]() -> asio::awaitable<void> {
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      // A ping round trip from the server: the client's window is exhausted, so nothing it could
+      // still send is queued behind its reply.
+      while (s.available() < initial_stream_window) co_await server.async_ping(asio::use_awaitable);
+      co_await server.async_ping(asio::use_awaitable);
+      CHECK(s.available() == initial_stream_window);
+      CHECK_FALSE(write_done);
+      std::vector<std::byte> got(data.size());
+      co_await asio::async_read(s, asio::buffer(got), asio::use_awaitable);
+      CHECK(got == data);
+    };
+    co_await (writer() && reader());
+    CHECK(write_done);
+  });
+}
+
+TEST_CASE("a fast reader's receive window grows past 256 KiB, within the configured maximum") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    config cfg;
+    cfg.max_stream_window = 1 << 20;
+    auto [client, server] = make_sessions(io, cfg, cfg);
+    const auto data = pattern(64 << 20);
+    auto c = client.open();
+    std::uint32_t largest = 0;
+    auto writer = [&]() -> asio::awaitable<void> {
+      co_await asio::async_write(c, asio::buffer(data), asio::use_awaitable);
+    };
+    auto reader = [&]() -> asio::awaitable<void> {
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      std::vector<std::byte> buf(1 << 20);
+      std::size_t total = 0;
+      while (total < data.size()) {
+        auto [rec, n] = co_await s.async_read_some(asio::buffer(buf), use_tuple);
+        REQUIRE_FALSE(rec);
+        total += n;
+        largest = std::max(largest, s.receive_window());
+      }
+    };
+    co_await (writer() && reader());
+    CHECK(largest > initial_stream_window);
+    CHECK(largest <= cfg.max_stream_window);
+  });
+}
+
+TEST_CASE("ping measures a round trip") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    auto rtt = co_await client.async_ping(asio::use_awaitable);
+    CHECK(rtt > 0ns);
+    CHECK(rtt < 5s);
+    CHECK(client.rtt() == rtt);
+  });
+}
+
+TEST_CASE("go-away drains: open streams finish, new ones are refused") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    auto c = client.open();
+    co_await asio::async_write(c, asio::buffer("a", 1), asio::use_awaitable);
+    auto [ec, s] = co_await server.async_accept(use_tuple);
+    REQUIRE_FALSE(ec);
+    server.go_away();
+    // The GoAway is queued before the ping reply, so once the ping returns the client knows.
+    co_await client.async_ping(asio::use_awaitable);
+    CHECK(client.remote_going_away());
+    std::error_code oec;
+    auto refused = client.open(oec);
+    CHECK(oec == errc::remote_go_away);
+    CHECK_FALSE(refused.is_open());
+    // The open stream still works both ways.
+    co_await asio::async_write(s, asio::buffer("b", 1), asio::use_awaitable);
+    std::array<char, 1> b;
+    co_await asio::async_read(c, asio::buffer(b), asio::use_awaitable);
+    CHECK(b[0] == 'b');
+    CHECK(client.is_open());
+    CHECK(server.is_open());
+  });
+}
+
+TEST_CASE("the peer's SYN after our go-away gets RST") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    server.go_away();
+    auto c = client.open();  // sent before the client learns of the go-away
+    co_await asio::async_write(c, asio::buffer("a", 1), asio::use_awaitable);
+    std::array<char, 1> b;
+    auto [ec, n] = co_await c.async_read_some(asio::buffer(b), use_tuple);
+    CHECK(ec == errc::stream_reset);
+  });
+}
+
+TEST_CASE("closing the session fails pending operations and later ones") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    auto c = client.open();
+    auto reader = [&]() -> asio::awaitable<std::error_code> {
+      std::array<char, 8> b;
+      auto [ec, n] = co_await c.async_read_some(asio::buffer(b), use_tuple);
+      co_return ec;
+    };
+    auto kill_and_wait = [&]() -> asio::awaitable<std::error_code> {
+      client.close();
+      auto [ec] = co_await server.async_wait_closed(use_tuple);
+      co_return ec;
+    };
+    auto [rec, sec] = co_await (reader() && kill_and_wait());
+    CHECK(rec == errc::session_closed);
+    CHECK(sec == errc::session_closed);
+    std::error_code oec;
+    client.open(oec);
+    CHECK(oec == errc::session_closed);
+    auto [aec, s] = co_await server.async_accept(use_tuple);
+    CHECK(aec == errc::session_closed);
+  });
+}
+
+TEST_CASE("an unanswered keepalive ends the session") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [a, raw] = socket_pair(io);
+    config cfg;
+    cfg.keepalive_interval = 50ms;
+    cfg.write_timeout = 100ms;
+    session client(std::move(a), role::client, cfg);
+    auto [ec] = co_await client.async_wait_closed(use_tuple);
+    CHECK(ec == errc::keepalive_timeout);
+  });
+}
+
+TEST_CASE("a writer that cannot write within the write timeout ends the session") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [a, raw] = socket_pair(io);
+    config cfg;
+    cfg.enable_keepalive = false;
+    cfg.write_timeout = 100ms;
+    cfg.max_stream_window = cfg.initial_stream_window;
+    session client(std::move(a), role::client, cfg);
+    // The raw peer never reads: grant a huge window by hand so the client can fill the socket buffer.
+    auto c = client.open();
+    co_await write_frame(raw, {0, frame_type::window_update, flags::ack, c.id(), 64u << 20});
+    std::vector<std::byte> big(32 << 20);
+    auto [wec, n] = co_await asio::async_write(c, asio::buffer(big), use_tuple);
+    CHECK(wec == errc::write_timeout);
+    CHECK(client.close_reason() == errc::write_timeout);
+  });
+}
+
+TEST_CASE("frames for unknown streams are discarded; the session goes on") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    session server(std::move(b), role::server);
+    const auto payload = pattern(1000);
+    co_await write_frame(raw, {0, frame_type::data, 0, 77, 1000}, payload);
+    co_await write_frame(raw, {0, frame_type::window_update, 0, 79, 5000});
+    co_await write_frame(raw, {0, frame_type::ping, flags::syn, 0, 4242});
+    auto h = co_await read_until(raw, frame_type::ping);
+    while (h.length != 4242) h = co_await read_until(raw, frame_type::ping);
+    CHECK(h.has(flags::ack));
+    CHECK(server.is_open());
+  });
+}
+
+TEST_CASE("a Data frame carrying SYN and payload opens the stream; it is ACKed before accept") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    session server(std::move(b), role::server);
+    co_await write_frame(raw, {0, frame_type::data, flags::syn, 1, 5}, std::as_bytes(std::span("hello", 5)));
+    auto h = co_await read_until(raw, frame_type::window_update);
+    CHECK(h.stream_id == 1);
+    CHECK(h.has(flags::ack));
+    auto [ec, s] = co_await server.async_accept(use_tuple);
+    REQUIRE_FALSE(ec);
+    std::array<char, 5> got;
+    co_await asio::async_read(s, asio::buffer(got), asio::use_awaitable);
+    CHECK(std::string(got.data(), 5) == "hello");
+  });
+}
+
+namespace {
+// Sends `bad` from a raw client peer and expects GoAway(protocol error) and the session to end with
+// `expected`.
+void expect_protocol_violation(std::vector<std::pair<frame_header, std::size_t>> frames, std::error_code expected) {
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    session server(std::move(b), role::server);
+    for (auto& [h, payload_size] : frames) {
+      std::vector<std::byte> payload(payload_size);
+      co_await write_frame(raw, h, payload);
+    }
+    auto g = co_await read_until(raw, frame_type::go_away);
+    CHECK(g.length == static_cast<std::uint32_t>(go_away_code::protocol_error));
+    auto [ec] = co_await server.async_wait_closed(use_tuple);
+    CHECK(ec == expected);
+  });
+}
+}  // namespace
+
+TEST_CASE("protocol violations end the session with GoAway(protocol error)") {
+  SUBCASE("bad version") {
+    expect_protocol_violation({{{1, frame_type::ping, flags::syn, 0, 1}, 0}}, errc::invalid_version);
+  }
+  SUBCASE("unknown type") {
+    expect_protocol_violation({{{0, frame_type(9), 0, 0, 0}, 0}}, errc::invalid_frame_type);
+  }
+  SUBCASE("duplicate SYN") {
+    expect_protocol_violation({{{0, frame_type::window_update, flags::syn, 1, 0}, 0},
+                               {{0, frame_type::window_update, flags::syn, 1, 0}, 0}},
+                              errc::duplicate_stream);
+  }
+  SUBCASE("window overrun") {
+    expect_protocol_violation({{{0, frame_type::data, flags::syn, 1, 200'000}, 200'000},
+                               {{0, frame_type::data, 0, 1, 100'000}, 100'000}},
+                              errc::window_exceeded);
+  }
+  SUBCASE("SYN with the wrong parity") {
+    expect_protocol_violation({{{0, frame_type::window_update, flags::syn, 2, 0}, 0}}, errc::protocol_error);
+  }
+}
+
+TEST_CASE("a peer's GoAway(protocol error) ends our session with that reason") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    session server(std::move(b), role::server);
+    co_await write_frame(raw, {0, frame_type::go_away, 0, 0, 1});
+    auto [ec] = co_await server.async_wait_closed(use_tuple);
+    CHECK(ec == errc::peer_protocol_error);
+  });
+}
+
+TEST_CASE("destroying streams frees their ids on both sides") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    {
+      auto c = client.open();
+      co_await asio::async_write(c, asio::buffer("abc", 3), asio::use_awaitable);
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      CHECK(client.stream_count() == 1);
+      CHECK(server.stream_count() == 1);
+      // Both handles dropped with data unread: FIN each way, ids freed once both FINs crossed.
+    }
+    co_await client.async_ping(asio::use_awaitable);
+    co_await server.async_ping(asio::use_awaitable);
+    CHECK(client.stream_count() == 0);
+    CHECK(server.stream_count() == 0);
+    // A reset stream is freed too.
+    {
+      auto c = client.open();
+      co_await asio::async_write(c, asio::buffer("abc", 3), asio::use_awaitable);
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      c.reset();
+    }
+    co_await client.async_ping(asio::use_awaitable);
+    co_await server.async_ping(asio::use_awaitable);
+    CHECK(client.stream_count() == 0);
+    CHECK(server.stream_count() == 0);
+  });
+}
+
+TEST_CASE("1,000 concurrent streams each echo 64 KiB intact") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    constexpr int count = 1000;
+    auto echo_server = [&]() -> asio::awaitable<void> {
+      for (int i = 0; i < count; ++i) {
+        auto [ec, s] = co_await server.async_accept(use_tuple);
+        REQUIRE_FALSE(ec);
+        asio::co_spawn(
+            io,
+            [s = std::move(s)]() mutable -> asio::awaitable<void> {
+              std::vector<std::byte> buf(16384);
+              for (;;) {
+                auto [rec, n] = co_await s.async_read_some(asio::buffer(buf), use_tuple);
+                if (n) co_await asio::async_write(s, asio::buffer(buf.data(), n), asio::use_awaitable);
+                if (rec) break;
+              }
+              s.shutdown_send();
+            },
+            asio::detached);
+      }
+    };
+    int ok = 0;
+    auto one_client = [&](int i) -> asio::awaitable<void> {
+      auto c = client.open();
+      const auto data = pattern(65536, static_cast<unsigned>(i));
+      auto w = [&]() -> asio::awaitable<void> {
+        co_await asio::async_write(c, asio::buffer(data), asio::use_awaitable);
+        c.shutdown_send();
+      };
+      auto r = [&]() -> asio::awaitable<std::vector<std::byte>> {
+        auto [got, ec] = co_await read_all(c);
+        co_return got;
+      };
+      auto got = co_await (w() && r());
+      if (got == data) ++ok;
+    };
+    auto clients = [&]() -> asio::awaitable<void> {
+      int finished = 0;
+      asio::steady_timer all_done(io, asio::steady_timer::time_point::max());
+      for (int i = 0; i < count; ++i)
+        asio::co_spawn(io, one_client(i), [&](std::exception_ptr) {
+          if (++finished == count) all_done.cancel();
+        });
+      co_await all_done.async_wait(use_tuple);
+    };
+    co_await (echo_server() && clients());
+    CHECK(ok == count);
+  });
+}
+
+TEST_CASE("config validation names the bad field") {
+  config c;
+  CHECK_FALSE(c.validate());
+  c.accept_backlog = 0;
+  const char* what = nullptr;
+  CHECK(c.validate(&what) == errc::invalid_config);
+  CHECK(std::string(what).find("accept_backlog") != std::string::npos);
+  config w;
+  w.initial_stream_window = 1000;
+  CHECK(w.validate() == errc::invalid_config);
+  asio::io_context io;
+  auto [a, b] = socket_pair(io);
+  CHECK_THROWS_AS(session(std::move(a), role::client, w), std::system_error);
+}
