@@ -15,7 +15,9 @@ if(Asio_FOUND AND NOT TARGET Asio::asio)
   add_library(Asio::asio INTERFACE IMPORTED)
   set_target_properties(Asio::asio PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${Asio_INCLUDE_DIR}"
-    INTERFACE_COMPILE_DEFINITIONS "ASIO_NO_DEPRECATED"
+    # Asio 1.22 only recognises clang's coroutines through libc++'s <experimental/coroutine>; clang 14
+    # with libstdc++'s <coroutine> works, so say so.
+    INTERFACE_COMPILE_DEFINITIONS "ASIO_NO_DEPRECATED;$<$<CXX_COMPILER_ID:Clang>:ASIO_HAS_CO_AWAIT=1>"
     INTERFACE_LINK_LIBRARIES Threads::Threads)
 endif()
 mark_as_advanced(Asio_INCLUDE_DIR)
