@@ -28,6 +28,9 @@ class category final : public std::error_category {
       case errc::stream_closed: return "stream send side already closed";
       case errc::backlog_full: return "accept backlog full";
       case errc::invalid_config: return "invalid configuration";
+      case errc::bad_handshake: return "malformed handshake message";
+      case errc::handshake_too_large: return "handshake message too large";
+      case errc::bad_proxy_header: return "invalid PROXY protocol v2 header";
     }
     return "unknown socketmaster error";
   }

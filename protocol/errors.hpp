@@ -25,6 +25,10 @@ enum class errc {
   stream_closed,            // the stream's send side was already shut down
   backlog_full,             // too many streams are waiting to be accepted
   invalid_config,           // a configuration value is out of range
+  // handshake and PROXY header
+  bad_handshake,            // a handshake message was malformed or a field was out of range
+  handshake_too_large,      // a handshake message was larger than the reader allows
+  bad_proxy_header,         // a stream did not start with a valid PROXY protocol v2 header
 };
 
 const std::error_category& error_category() noexcept;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include <asio/co_spawn.hpp>
 #include <asio/error.hpp>
@@ -121,7 +122,7 @@ void session_core::add_accept_op(accept_op* op) {
   if (!backlog_.empty()) {
     stream_state* s = backlog_.front();
     backlog_.pop_front();
-    op->complete({}, stream(shared_from_this(), s));
+    hand_over(*s, op);
     return;
   }
   accept_ops_.push_back(op);
@@ -354,10 +355,41 @@ void session_core::finish_if_done(stream_state& s) {
 }
 
 void session_core::complete_read(stream_state& s, std::error_code ec, std::size_t n) {
+  // A read that already holds payload completes with it; an error shows on the next read.
+  if (s.read_filled > 0) {
+    complete_filled_read(s);
+    return;
+  }
   auto* op = s.read_op;
   s.read_op = nullptr;
   s.read_buf_count = 0;
   op->complete(ec, n);
+}
+
+// Copies payload into the pending read's buffers after what it already holds; returns how much fit.
+std::size_t session_core::fill_read(stream_state& s, std::span<const std::byte> data) {
+  std::size_t skip = s.read_filled;
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < s.read_buf_count && n < data.size(); ++i) {
+    const auto& b = s.read_bufs[i];
+    if (skip >= b.size()) {
+      skip -= b.size();
+      continue;
+    }
+    const std::size_t k = std::min(b.size() - skip, data.size() - n);
+    std::memcpy(static_cast<std::byte*>(b.data()) + skip, data.data() + n, k);
+    n += k;
+    skip = 0;
+  }
+  if (n > 0 && s.read_filled == 0) filled_reads_.push_back(s.id);
+  s.read_filled += n;
+  return n;
+}
+
+void session_core::complete_filled_read(stream_state& s) {
+  const std::size_t n = std::exchange(s.read_filled, 0);
+  complete_read(s, {}, n);
+  consumed(s, n);
 }
 
 void session_core::complete_write(stream_state& s, std::error_code ec, std::size_t n) {
@@ -378,6 +410,10 @@ void session_core::fail_stream_ops(stream_state& s, std::error_code ec) {
 
 void session_core::deliver_to_reader(stream_state& s) {
   if (!s.read_op) return;
+  if (s.read_filled > 0) {  // its buffers hold payload already (only while on_input() runs)
+    complete_filled_read(s);
+    return;
+  }
   if (!s.recv_buf.empty()) {
     std::size_t n = 0;
     for (std::size_t i = 0; i < s.read_buf_count && !s.recv_buf.empty(); ++i) {
@@ -424,6 +460,16 @@ void session_core::consumed(stream_state& s, std::size_t n) {
 // Incoming frames
 
 std::size_t session_core::on_input(std::span<const std::byte> in) {
+  const std::size_t used = handle_frames(in);
+  // Reads that payload went straight into complete now, once per transport read rather than once
+  // per frame: the reader gets everything that arrived, and its next read finds the next batch.
+  for (const std::uint32_t id : filled_reads_)
+    if (stream_state* s = find(id); s && s->read_op && s->read_filled > 0) complete_filled_read(*s);
+  filled_reads_.clear();
+  return used;
+}
+
+std::size_t session_core::handle_frames(std::span<const std::byte> in) {
   std::size_t offset = 0;
   while (!closed_ && !failing_) {
     std::size_t used = 0;
@@ -512,16 +558,9 @@ void session_core::handle_payload(std::uint32_t id, std::span<const std::byte> d
     consumed(*s, data.size());
   } else {
     if (s->read_op && s->recv_buf.empty()) {
-      std::size_t n = 0;
-      for (std::size_t i = 0; i < s->read_buf_count && n < data.size(); ++i) {
-        auto& b = s->read_bufs[i];
-        const std::size_t k = std::min(b.size(), data.size() - n);
-        std::memcpy(b.data(), data.data() + n, k);
-        n += k;
-      }
+      // Straight into the waiting reader's buffers; only what does not fit is buffered.
+      const std::size_t n = fill_read(*s, data);
       s->recv_buf.append(data.subspan(n));
-      complete_read(*s, {}, n);
-      consumed(*s, n);
     } else {
       s->recv_buf.append(data);
     }
@@ -540,7 +579,6 @@ void session_core::handle_stream_flags(stream_state& s, std::uint16_t f) {
     s.pending_flags = 0;
     s.pending_delta = 0;
     fail_stream_ops(s, make_error_code(errc::stream_reset));
-    if (s.write_op && s.write_in_flight) s.write_cancelled = true;
     finish_if_done(s);
     return;
   }
@@ -567,18 +605,23 @@ void session_core::incoming_syn(const frame_header& h) {
     return;
   }
   auto& s = create_stream(id);
-  // Acknowledge at once rather than at accept: a peer such as hashicorp/yamux blocks its opens while
-  // too many SYNs are unacknowledged.
-  s.pending_flags |= flags::ack;
-  s.pending_delta = config_.initial_stream_window - initial_stream_window;
-  queue_control(s);
   if (!accept_ops_.empty()) {
     auto* op = accept_ops_.front();
     accept_ops_.pop_front();
-    op->complete({}, stream(shared_from_this(), &s));
+    hand_over(s, op);
   } else {
     backlog_.push_back(&s);
   }
+}
+
+void session_core::hand_over(stream_state& s, accept_op* op) {
+  // The ACK goes out when the application takes the stream, as hashicorp/yamux does: an opener
+  // that limits its unacknowledged SYNs (hashicorp blocks at 256) is thereby paced by our accepts
+  // and never runs into the backlog limit. An application that accepts promptly ACKs promptly.
+  s.pending_flags |= flags::ack;
+  s.pending_delta = config_.initial_stream_window - initial_stream_window;
+  queue_control(s);
+  op->complete({}, stream(shared_from_this(), &s));
 }
 
 void session_core::handle_ping(const frame_header& h) {

@@ -70,6 +70,9 @@ struct stream_state {
   io_op* read_op = nullptr;
   std::array<asio::mutable_buffer, max_op_buffers> read_bufs{};
   std::size_t read_buf_count = 0;
+  // Payload bytes already copied into read_bufs during the current on_input(); the read completes
+  // with them when on_input() returns, so one transport read fills one stream read.
+  std::size_t read_filled = 0;
 
   io_op* write_op = nullptr;
   std::array<asio::const_buffer, max_op_buffers> write_bufs{};
@@ -137,10 +140,12 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   stream_state* find(std::uint32_t id);
   stream_state& create_stream(std::uint32_t id);
   void erase_stream(std::uint32_t id);
+  std::size_t handle_frames(std::span<const std::byte> in);
   void handle_header(const frame_header& h);
   void handle_payload(std::uint32_t id, std::span<const std::byte> data);
   void handle_stream_flags(stream_state& s, std::uint16_t f);
   void incoming_syn(const frame_header& h);
+  void hand_over(stream_state& s, accept_op* op);
   void handle_ping(const frame_header& h);
   void handle_go_away(const frame_header& h);
   void fail(std::error_code ec, go_away_code code);
@@ -152,6 +157,8 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void notify_writer();
   void finish_if_done(stream_state& s);
   void complete_read(stream_state& s, std::error_code ec, std::size_t n);
+  std::size_t fill_read(stream_state& s, std::span<const std::byte> data);
+  void complete_filled_read(stream_state& s);
   void complete_write(stream_state& s, std::error_code ec, std::size_t n);
   void fail_stream_ops(stream_state& s, std::error_code ec);
   void emit_stream_control(stream_state& s);
@@ -172,6 +179,7 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   frame_reader reader_;
   std::uint32_t payload_stream_ = 0;  // stream the current Data payload belongs to, 0 = discard
   std::uint16_t payload_flags_ = 0;   // FIN/RST of the current Data frame, applied after its payload
+  std::vector<std::uint32_t> filled_reads_;  // streams whose read_filled > 0, in on_input() only
 
   // Writer state.
   std::vector<frame_header> session_frames_;

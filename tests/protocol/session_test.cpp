@@ -435,16 +435,23 @@ TEST_CASE("frames for unknown streams are discarded; the session goes on") {
   });
 }
 
-TEST_CASE("a Data frame carrying SYN and payload opens the stream; it is ACKed before accept") {
+TEST_CASE("a Data frame carrying SYN and payload opens the stream; it is ACKed when accepted") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [raw, b] = socket_pair(io);
     session server(std::move(b), role::server);
     co_await write_frame(raw, {0, frame_type::data, flags::syn, 1, 5}, std::as_bytes(std::span("hello", 5)));
+    co_await write_frame(raw, {0, frame_type::ping, flags::syn, 0, 4242});
+    // Everything the server sent before answering our ping: no ACK yet, nobody accepted.
+    for (;;) {
+      auto h = co_await read_frame(raw);
+      CHECK_FALSE((h.stream_id == 1 && h.has(flags::ack)));
+      if (h.type == frame_type::ping && h.length == 4242) break;
+    }
+    auto [ec, s] = co_await server.async_accept(use_tuple);
+    REQUIRE_FALSE(ec);
     auto h = co_await read_until(raw, frame_type::window_update);
     CHECK(h.stream_id == 1);
     CHECK(h.has(flags::ack));
-    auto [ec, s] = co_await server.async_accept(use_tuple);
-    REQUIRE_FALSE(ec);
     std::array<char, 5> got;
     co_await asio::async_read(s, asio::buffer(got), asio::use_awaitable);
     CHECK(std::string(got.data(), 5) == "hello");
@@ -581,6 +588,37 @@ TEST_CASE("1,000 concurrent streams each echo 64 KiB intact") {
     };
     co_await (echo_server() && clients());
     CHECK(ok == count);
+  });
+}
+
+TEST_CASE("a write in flight when the peer's RST arrives fails with stream_reset") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [a, raw] = socket_pair(io);
+    config cfg;
+    cfg.enable_keepalive = false;
+    session client(std::move(a), role::client, cfg);
+    auto c = client.open();
+    // A big window granted by hand: one 1 MiB batch is more than the socket buffer holds, and the
+    // raw peer does not read, so the batch (and the write in it) stays in flight.
+    co_await write_frame(raw, {0, frame_type::window_update, flags::ack, c.id(), 64u << 20});
+    std::vector<std::byte> big(8 << 20);
+    auto writer = [&]() -> asio::awaitable<std::error_code> {
+      auto [ec, n] = co_await c.async_write_some(asio::buffer(big), use_tuple);
+      client.close();  // ends the raw peer's draining below
+      co_return ec;
+    };
+    auto peer = [&]() -> asio::awaitable<void> {
+      // The first Data header (the SYN rides on it): the batch is in the socket now.
+      co_await read_until(raw, frame_type::data);
+      co_await write_frame(raw, {0, frame_type::window_update, flags::rst, c.id(), 0});
+      std::vector<std::byte> sink(1 << 20);
+      for (;;) {
+        auto [ec, n] = co_await raw.async_read_some(asio::buffer(sink), use_tuple);
+        if (ec) break;
+      }
+    };
+    auto ec = co_await (writer() && peer());
+    CHECK(ec == errc::stream_reset);
   });
 }
 

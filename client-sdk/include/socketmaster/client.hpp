@@ -1,0 +1,209 @@
+// The socketmaster client SDK: register a public socket with the local master and accept the public
+// connections it forwards, as streams that work with asio::async_read/async_write and
+// asio::ssl::stream like sockets do.
+//
+//   auto l = socketmaster::client::listen(io, {.port = 8000, .http = socketmaster::http_route{"", "/a"}});
+//   for (;;) { auto s = co_await l.async_accept(asio::use_awaitable); /* s.remote_endpoint() ... */ }
+//
+// The listener survives master restarts (it reconnects with jittered exponential backoff and
+// registers again; pending accepts keep waiting), gives up on permanent rejections (conflict, bad
+// token, bad certificate, bad request), and drains for zero-downtime redeploys (GoAway, let open
+// streams finish, close).
+//
+// Concurrency: a listener and its streams belong to the executor given to listen(); use them from it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "protocol/config.hpp"
+#include "protocol/handshake.hpp"
+#include "protocol/logger.hpp"
+#include "protocol/stream.hpp"
+
+namespace socketmaster::client {
+
+using socketmaster::http_route;
+using socketmaster::rejection_code;
+using socketmaster::socket_definition;
+using socketmaster::tls_certificate;
+
+// Reads a whole PEM file (certificate chain or key); throws std::system_error if it cannot.
+std::string load_pem_file(const std::string& path);
+// A TLS certificate from two PEM files.
+tls_certificate load_certificate(const std::string& chain_path, const std::string& key_path);
+
+struct options {
+  // host:port, or a Unix socket path. Empty: $SOCKETMASTER_ADDR, else 127.0.0.1:9999.
+  std::string master_address;
+  // Shared token. Empty: $SOCKETMASTER_TOKEN, else none.
+  std::string token;
+  std::chrono::milliseconds connect_timeout{10'000};
+  // Reconnect backoff after the control connection drops: from min doubling to max, +-50% jitter.
+  std::chrono::milliseconds reconnect_min{100};
+  std::chrono::milliseconds reconnect_max{5'000};
+  // Ask the master for a PROXY v2 header on every stream (stripped here; remote_endpoint() reports it).
+  bool proxy_protocol = true;
+  yamux::config yamux{};
+  logger* log = nullptr;  // null: silent
+};
+
+// Why listen() failed: an error code, and the master's sentence when it rejected us.
+struct listen_error {
+  std::error_code code;
+  std::string message = {};  // ready to print
+  std::optional<rejection_code> rejection = std::nullopt;
+};
+
+// One public connection, forwarded by the master.
+class stream {
+ public:
+  using executor_type = yamux::stream::executor_type;
+  using lowest_layer_type = stream;
+
+  stream() = default;
+  stream(yamux::stream s, asio::ip::tcp::endpoint remote, asio::ip::tcp::endpoint local)
+      : inner_(std::move(s)), remote_(remote), local_(local) {}
+
+  executor_type get_executor() const { return inner_.get_executor(); }
+  lowest_layer_type& lowest_layer() { return *this; }
+  bool is_open() const { return inner_.is_open(); }
+  // The public client's address as the master saw it (from the PROXY v2 header).
+  asio::ip::tcp::endpoint remote_endpoint() const { return remote_; }
+  // The public address the client connected to.
+  asio::ip::tcp::endpoint local_endpoint() const { return local_; }
+
+  template <class MutableBufferSequence, class Token = asio::default_completion_token_t<executor_type>>
+  auto async_read_some(const MutableBufferSequence& b, Token&& token = Token()) {
+    return inner_.async_read_some(b, std::forward<Token>(token));
+  }
+  template <class ConstBufferSequence, class Token = asio::default_completion_token_t<executor_type>>
+  auto async_write_some(const ConstBufferSequence& b, Token&& token = Token()) {
+    return inner_.async_write_some(b, std::forward<Token>(token));
+  }
+  // Half-close: FIN after what was written; keep reading until the client's EOF.
+  void shutdown_send() { inner_.shutdown_send(); }
+  void reset() { inner_.reset(); }
+  void cancel() { inner_.cancel(); }
+  void close() { inner_.close(); }
+  void close(std::error_code& ec) { inner_.close(ec); }
+  yamux::stream& next_layer() { return inner_; }
+
+ private:
+  yamux::stream inner_;
+  asio::ip::tcp::endpoint remote_;
+  asio::ip::tcp::endpoint local_;
+};
+
+namespace detail {
+struct listener_state;
+asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st);
+asio::awaitable<std::error_code> drain(std::shared_ptr<listener_state> st, std::chrono::milliseconds deadline);
+asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(asio::any_io_executor ex,
+                                                                                 socket_definition def, options opts);
+
+// Runs `coro` and completes `token` with its (error_code, value) result.
+template <class Value, class Token, class Coro>
+auto run_as(asio::any_io_executor ex, Coro coro, Token&& token) {
+  return asio::async_initiate<Token, void(std::error_code, Value)>(
+      [ex](auto handler, Coro c) mutable {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        auto done = [h = std::move(handler), ex](std::exception_ptr e, std::pair<std::error_code, Value> r) mutable {
+          if (e) r.first = std::make_error_code(std::errc::operation_canceled);
+          auto hex = asio::get_associated_executor(h, ex);
+          asio::dispatch(hex, [h = std::move(h), r = std::move(r)]() mutable { std::move(h)(r.first, std::move(r.second)); });
+        };
+        asio::co_spawn(ex, std::move(c), asio::bind_cancellation_slot(slot, std::move(done)));
+      },
+      token, std::move(coro));
+}
+}  // namespace detail
+
+class listener {
+ public:
+  using executor_type = asio::any_io_executor;
+
+  listener() = default;
+  explicit listener(std::shared_ptr<detail::listener_state> st) : state_(std::move(st)) {}
+  listener(listener&&) noexcept = default;
+  listener& operator=(listener&&) noexcept = default;
+  ~listener();
+
+  executor_type get_executor() const;
+  // "host:port" of the public listener the master bound for us.
+  std::string bound_address() const;
+  std::uint64_t registration_id() const;
+  // Whether the control connection is up right now (false while reconnecting).
+  bool connected() const;
+  // Set when the listener gave up (permanent rejection or close()).
+  std::error_code error() const;
+
+  // Waits for the next public connection. Keeps waiting across reconnects.
+  template <class Token = asio::default_completion_token_t<executor_type>>
+  auto async_accept(Token&& token = Token()) {
+    return detail::run_as<stream>(get_executor(), detail::accept_one(state_), std::forward<Token>(token));
+  }
+
+  // Graceful: GoAway (the master sends no new streams), stop accepting, let open streams finish,
+  // then close; streams still open at the deadline are cut.
+  template <class Token = asio::default_completion_token_t<executor_type>>
+  auto async_drain(std::chrono::milliseconds deadline, Token&& token = Token()) {
+    return asio::async_initiate<Token, void(std::error_code)>(
+        [this, deadline](auto handler) {
+          auto ex = get_executor();
+          auto done = [h = std::move(handler), ex](std::exception_ptr, std::error_code ec) mutable {
+            auto hex = asio::get_associated_executor(h, ex);
+            asio::dispatch(hex, [h = std::move(h), ec]() mutable { std::move(h)(ec); });
+          };
+          asio::co_spawn(ex, detail::drain(state_, deadline), std::move(done));
+        },
+        token);
+  }
+
+  // Immediate: ends the session; open streams fail, pending accepts complete with an error.
+  void close();
+
+ private:
+  std::shared_ptr<detail::listener_state> state_;
+};
+
+// Connects to the master, registers `def` and returns the listener once the master has bound the
+// public socket. Coroutines first: `auto l = co_await async_listen(ex, def, opts, asio::use_awaitable);`
+// (the error then arrives as std::system_error; use as_tuple for the listen_error message).
+template <class Token>
+auto async_listen(asio::any_io_executor ex, socket_definition def, options opts, Token&& token) {
+  return asio::async_initiate<Token, void(listen_error, listener)>(
+      [ex](auto handler, socket_definition d, options o) {
+        auto done = [h = std::move(handler), ex](std::exception_ptr e,
+                                                 std::pair<listen_error, std::shared_ptr<detail::listener_state>> r) mutable {
+          if (e) r.first.code = std::make_error_code(std::errc::operation_canceled);
+          auto hex = asio::get_associated_executor(h, ex);
+          asio::dispatch(hex, [h = std::move(h), r = std::move(r)]() mutable {
+            std::move(h)(std::move(r.first), r.first.code ? listener{} : listener(std::move(r.second)));
+          });
+        };
+        asio::co_spawn(ex, detail::start(ex, std::move(d), std::move(o)), std::move(done));
+      },
+      token, std::move(def), std::move(opts));
+}
+
+// Blocking form for a program's start-up, before io.run(): runs the handshake on `io` and returns
+// the listener, or fills `error` (code, the master's message).
+listener listen(asio::io_context& io, const socket_definition& def, const options& opts, listen_error& error);
+// Throws std::system_error carrying the master's message.
+listener listen(asio::io_context& io, const socket_definition& def, const options& opts = {});
+
+}  // namespace socketmaster::client

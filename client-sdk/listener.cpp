@@ -1,0 +1,366 @@
+// The SDK listener: handshake, the yamux session (the service is the yamux server), PROXY v2
+// stripping, reconnect with jittered exponential backoff, drain. See socketmaster/client.hpp.
+#include "socketmaster/client.hpp"
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
+
+#include "protocol/errors.hpp"
+#include "protocol/proxy_header.hpp"
+#include "protocol/session.hpp"
+
+namespace socketmaster::client {
+
+namespace {
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+using namespace asio::experimental::awaitable_operators;
+
+// Rejections that retrying cannot fix: the listener ends with them instead of looping forever.
+bool permanent(rejection_code c) {
+  switch (c) {
+    case rejection_code::bad_request:
+    case rejection_code::unsupported_version:
+    case rejection_code::unauthorized:
+    case rejection_code::conflict:
+    case rejection_code::bad_certificate:
+      return true;
+    case rejection_code::bind_failed:
+    case rejection_code::internal:
+      return false;
+  }
+  return true;
+}
+
+std::error_code to_error(rejection_code c) {
+  switch (c) {
+    case rejection_code::unauthorized: return std::make_error_code(std::errc::permission_denied);
+    case rejection_code::conflict: return std::make_error_code(std::errc::address_in_use);
+    case rejection_code::bind_failed: return std::make_error_code(std::errc::address_not_available);
+    case rejection_code::bad_certificate:
+    case rejection_code::bad_request: return std::make_error_code(std::errc::invalid_argument);
+    case rejection_code::unsupported_version: return std::make_error_code(std::errc::protocol_not_supported);
+    case rejection_code::internal: return std::make_error_code(std::errc::io_error);
+  }
+  return std::make_error_code(std::errc::io_error);
+}
+
+}  // namespace
+
+std::string load_pem_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::system_error(std::make_error_code(std::errc::no_such_file_or_directory), "cannot read " + path);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+tls_certificate load_certificate(const std::string& chain_path, const std::string& key_path) {
+  return {load_pem_file(chain_path), load_pem_file(key_path)};
+}
+
+namespace detail {
+
+struct listener_state {
+  listener_state(asio::any_io_executor e, socket_definition d, options o)
+      : ex(std::move(e)), def(std::move(d)), opts(std::move(o)), session_ready(ex), backoff(ex) {
+    session_ready.expires_at(asio::steady_timer::time_point::max());
+  }
+  asio::any_io_executor ex;
+  socket_definition def;
+  options opts;
+  logger& log() { return opts.log ? *opts.log : logger::null(); }
+
+  // Shared: accepts in progress hold it while the supervisor may replace it after a reconnect.
+  std::shared_ptr<yamux::session> session;
+  std::string bound_address;
+  std::uint64_t registration_id = 0;
+  asio::steady_timer session_ready;  // cancelled to wake accepters when a session is (re)established or we stop
+  asio::steady_timer backoff;
+  std::error_code error;  // set once the listener has given up
+  bool draining = false;
+  bool closed = false;
+
+  void wake_accepters() {
+    session_ready.cancel();
+    session_ready.expires_at(asio::steady_timer::time_point::max());
+  }
+};
+
+namespace {
+
+struct handshake_outcome {
+  listen_error error;
+  std::shared_ptr<yamux::session> session;
+  handshake_accepted accepted;
+};
+
+template <class Socket>
+asio::awaitable<handshake_outcome> handshake_over(listener_state& st, Socket sock, asio::steady_timer& deadline) {
+  handshake_outcome out;
+  handshake_request req;
+  req.token = st.opts.token;
+  req.socket = st.def;
+  const auto bytes = encode(req);
+  auto w = co_await (asio::async_write(sock, asio::buffer(bytes), use_tuple) || deadline.async_wait(use_tuple));
+  if (w.index() == 1 || std::get<0>(std::get<0>(w))) {
+    out.error = {std::make_error_code(std::errc::timed_out), "could not send the handshake to the master"};
+    co_return out;
+  }
+  std::vector<std::byte> msg;
+  std::size_t want = 8;
+  for (;;) {
+    const std::size_t have = msg.size();
+    msg.resize(want);
+    auto r = co_await (asio::async_read(sock, asio::buffer(msg.data() + have, want - have), use_tuple) ||
+                       deadline.async_wait(use_tuple));
+    if (r.index() == 1) {
+      out.error = {std::make_error_code(std::errc::timed_out), "the master did not answer the handshake in time"};
+      co_return out;
+    }
+    if (auto [ec, n] = std::get<0>(r); ec) {
+      out.error = {ec, "the master closed the connection during the handshake: " + ec.message()};
+      co_return out;
+    }
+    const auto size = message_size(msg, max_handshake_bytes);
+    if (size.what == message_size_result::kind::error) {
+      out.error = {make_error_code(errc::protocol_error), "the master's answer is not a handshake response: " + size.error};
+      co_return out;
+    }
+    if (size.what == message_size_result::kind::complete && size.total_bytes <= msg.size()) break;
+    want = size.what == message_size_result::kind::complete ? size.total_bytes : std::max(size.need_at_least, msg.size() + 1);
+  }
+  handshake_response response;
+  if (auto decoded = decode_response(msg, response); !decoded.ok()) {
+    out.error = {decoded.error, "the master's answer is not a handshake response: " +
+                                    (decoded.detail.empty() ? decoded.error.message() : decoded.detail)};
+    co_return out;
+  }
+  if (auto* rejected = std::get_if<handshake_rejected>(&response)) {
+    out.error = {to_error(rejected->code), rejected->message, rejected->code};
+    co_return out;
+  }
+  out.accepted = std::get<handshake_accepted>(response);
+  // From here on the connection is the yamux session; the master opens the streams.
+  out.session = std::make_shared<yamux::session>(std::move(sock), yamux::role::server, st.opts.yamux);
+  co_return out;
+}
+
+asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
+  asio::steady_timer deadline(st.ex, st.opts.connect_timeout);
+  const std::string& addr = st.opts.master_address;
+  if (addr.find('/') != std::string::npos) {
+    asio::local::stream_protocol::socket sock(st.ex);
+    auto c = co_await (sock.async_connect(asio::local::stream_protocol::endpoint(addr), use_tuple) ||
+                       deadline.async_wait(use_tuple));
+    if (c.index() == 1 || std::get<0>(std::get<0>(c))) {
+      handshake_outcome out;
+      out.error = {c.index() == 1 ? std::make_error_code(std::errc::timed_out) : std::get<0>(std::get<0>(c)),
+                   "cannot connect to the master at " + addr};
+      co_return out;
+    }
+    co_return co_await handshake_over(st, std::move(sock), deadline);
+  }
+  const auto colon = addr.rfind(':');
+  std::string host = colon == std::string::npos ? addr : addr.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") host = "127.0.0.1";
+  std::error_code ec;
+  const auto ip = asio::ip::make_address(host, ec);
+  handshake_outcome out;
+  if (ec || colon == std::string::npos) {
+    out.error = {std::make_error_code(std::errc::invalid_argument),
+                 "the master address '" + addr + "' is not host:port with an IP address, nor a Unix socket path"};
+    co_return out;
+  }
+  asio::ip::tcp::socket sock(st.ex);
+  const asio::ip::tcp::endpoint ep(ip, static_cast<std::uint16_t>(std::stoul(addr.substr(colon + 1))));
+  auto c = co_await (sock.async_connect(ep, use_tuple) || deadline.async_wait(use_tuple));
+  if (c.index() == 1 || std::get<0>(std::get<0>(c))) {
+    out.error = {c.index() == 1 ? std::make_error_code(std::errc::timed_out) : std::get<0>(std::get<0>(c)),
+                 "cannot connect to the master at " + addr +
+                     (c.index() == 1 ? std::string(": timed out") : ": " + std::get<0>(std::get<0>(c)).message())};
+    co_return out;
+  }
+  sock.set_option(asio::ip::tcp::no_delay(true), ec);
+  co_return co_await handshake_over(st, std::move(sock), deadline);
+}
+
+// Keeps the registration alive: waits for the session to end, then reconnects and registers the
+// same definition again, until closed, drained, or permanently rejected.
+asio::awaitable<void> supervise(std::shared_ptr<listener_state> st) {
+  std::mt19937 rng(std::random_device{}());
+  int attempt = 0;
+  for (;;) {
+    if (auto s = st->session) {
+      co_await s->async_wait_closed(use_tuple);
+      if (st->session == s) st->session.reset();
+      if (st->closed || st->draining) co_return;
+      st->log().warn("registration ", st->registration_id, ": connection to the master lost; reconnecting");
+    }
+    // Jittered exponential backoff: spread a fleet of services that lost the same master.
+    const auto base = std::min<std::int64_t>(st->opts.reconnect_max.count(),
+                                             st->opts.reconnect_min.count() << std::min(attempt, 16));
+    std::uniform_real_distribution<double> jitter(0.5, 1.5);
+    st->backoff.expires_after(std::chrono::milliseconds(static_cast<std::int64_t>(base * jitter(rng))));
+    co_await st->backoff.async_wait(use_tuple);
+    if (st->closed || st->draining) co_return;
+    ++attempt;
+    auto out = co_await connect_and_register(*st);
+    if (st->closed || st->draining) co_return;
+    if (out.session) {
+      attempt = 0;
+      st->session = std::move(out.session);
+      st->registration_id = out.accepted.registration_id;
+      st->bound_address = out.accepted.bound_address;
+      st->log().info("registration ", st->registration_id, ": registered again on ", st->bound_address);
+      st->wake_accepters();
+      continue;
+    }
+    if (out.error.rejection && permanent(*out.error.rejection)) {
+      st->log().error("registration rejected for good (", to_string(*out.error.rejection), "): ", out.error.message);
+      st->error = out.error.code;
+      st->closed = true;
+      st->wake_accepters();
+      co_return;
+    }
+    st->log().info("reconnect attempt ", attempt, " failed: ", out.error.message);
+  }
+}
+
+}  // namespace
+
+asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(asio::any_io_executor ex,
+                                                                                 socket_definition def, options opts) {
+  if (opts.master_address.empty()) {
+    const char* env = std::getenv("SOCKETMASTER_ADDR");
+    opts.master_address = env && *env ? env : "127.0.0.1:9999";
+  }
+  if (opts.token.empty())
+    if (const char* env = std::getenv("SOCKETMASTER_TOKEN")) opts.token = env;
+  def.proxy_protocol = def.proxy_protocol || opts.proxy_protocol;
+  const char* what = nullptr;
+  if (auto ec = opts.yamux.validate(&what))
+    co_return std::pair{listen_error{ec, std::string("invalid yamux option: ") + what}, nullptr};
+  auto st = std::make_shared<listener_state>(ex, std::move(def), std::move(opts));
+  auto out = co_await connect_and_register(*st);
+  if (!out.session) co_return std::pair{std::move(out.error), nullptr};
+  st->session = std::move(out.session);
+  st->registration_id = out.accepted.registration_id;
+  st->bound_address = out.accepted.bound_address;
+  st->log().info("registration ", st->registration_id, ": listening on ", st->bound_address);
+  asio::co_spawn(ex, supervise(st), [](std::exception_ptr) {});
+  co_return std::pair{listen_error{}, std::move(st)};
+}
+
+asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st) {
+  for (;;) {
+    if (st->closed || st->draining)
+      co_return std::pair{st->error ? st->error : std::error_code(asio::error::operation_aborted), stream{}};
+    auto session = st->session;
+    if (!session || !session->is_open()) {
+      // Reconnecting: wait for the supervisor's signal (a cancelled wait is the wake-up).
+      co_await st->session_ready.async_wait(use_tuple);
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (cs.cancelled() != asio::cancellation_type::none)
+        co_return std::pair{std::error_code(asio::error::operation_aborted), stream{}};
+      continue;
+    }
+    auto [ec, s] = co_await session->async_accept(use_tuple);
+    if (ec == asio::error::operation_aborted) co_return std::pair{ec, stream{}};
+    if (ec) continue;  // the session ended; the supervisor reconnects
+    asio::ip::tcp::endpoint remote, local;
+    if (st->def.proxy_protocol) {
+      // The master writes the PROXY v2 header first: 16 fixed bytes, then its stated length.
+      std::vector<std::byte> header(16);
+      auto [rec, rn] = co_await asio::async_read(s, asio::buffer(header), use_tuple);
+      if (rec) continue;
+      auto parsed = parse_proxy_v2(header);
+      if (parsed.what == proxy_parse_result::kind::need_more) {
+        header.resize(parsed.header_bytes);
+        auto [rec2, rn2] = co_await asio::async_read(s, asio::buffer(header.data() + 16, header.size() - 16), use_tuple);
+        if (rec2) continue;
+        parsed = parse_proxy_v2(header);
+      }
+      if (parsed.what != proxy_parse_result::kind::complete) {
+        st->log().warn("stream ", s.id(), ": bad PROXY header from the master (", parsed.error, "); dropped");
+        s.reset();
+        continue;
+      }
+      remote = parsed.info.source;
+      local = parsed.info.destination;
+    }
+    co_return std::pair{std::error_code{}, stream(std::move(s), remote, local)};
+  }
+}
+
+asio::awaitable<std::error_code> drain(std::shared_ptr<listener_state> st, std::chrono::milliseconds deadline) {
+  st->draining = true;
+  st->backoff.cancel();
+  st->wake_accepters();
+  auto session = st->session;
+  if (!session) co_return std::error_code{};
+  session->go_away();
+  st->log().info("registration ", st->registration_id, ": draining, ", session->stream_count(), " streams open");
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  asio::steady_timer tick(st->ex);
+  while (session->is_open() && session->stream_count() > 0 && std::chrono::steady_clock::now() < until) {
+    tick.expires_after(std::chrono::milliseconds(20));
+    co_await tick.async_wait(use_tuple);
+  }
+  const auto left = session->stream_count();
+  session->close();
+  st->closed = true;
+  if (left) st->log().warn("registration ", st->registration_id, ": drain deadline reached, ", left, " streams cut");
+  co_return std::error_code{};
+}
+
+}  // namespace detail
+
+listener::~listener() {
+  if (state_) close();
+}
+
+listener::executor_type listener::get_executor() const { return state_->ex; }
+std::string listener::bound_address() const { return state_ ? state_->bound_address : std::string{}; }
+std::uint64_t listener::registration_id() const { return state_ ? state_->registration_id : 0; }
+bool listener::connected() const { return state_ && state_->session && state_->session->is_open(); }
+std::error_code listener::error() const { return state_ ? state_->error : std::error_code{}; }
+
+void listener::close() {
+  if (!state_) return;
+  state_->closed = true;
+  state_->backoff.cancel();
+  state_->wake_accepters();
+  if (state_->session) state_->session->close();
+}
+
+listener listen(asio::io_context& io, const socket_definition& def, const options& opts, listen_error& error) {
+  bool done = false;
+  listener result;
+  async_listen(io.get_executor(), def, opts, [&](listen_error e, listener l) {
+    error = std::move(e);
+    result = std::move(l);
+    done = true;
+  });
+  // Drive the io_context just until the handshake is answered; the caller runs it afterwards.
+  while (!done && !io.stopped()) io.run_one();
+  if (io.stopped()) io.restart();
+  return result;
+}
+
+listener listen(asio::io_context& io, const socket_definition& def, const options& opts) {
+  listen_error error;
+  auto l = listen(io, def, opts, error);
+  if (error.code) throw std::system_error(error.code, error.message);
+  return l;
+}
+
+}  // namespace socketmaster::client

@@ -1,0 +1,270 @@
+// hello: a small HTTP/1.1 keep-alive service behind socketmaster, the example of the README.
+//
+//   hello --port 8000 --path /a --text "From A"       registers through the SDK (empty = any)
+//   hello --listen 127.0.0.1:8080 --text hi           serves the same handler on a plain TCP port
+//
+// GET /bytes/N answers N bytes; /ws upgrades to a WebSocket echo; any other path answers the text,
+// the path and the client's address. SIGTERM drains: the master gets no new streams, open ones
+// finish, then the process exits.
+#include <CLI/CLI.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/read.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/write.hpp>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include <iostream>
+#include <optional>
+
+#include "protocol/relay.hpp"
+#include "socketmaster/client.hpp"
+
+namespace {
+
+using namespace socketmaster;
+
+constexpr std::size_t max_head = 64 * 1024;
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+struct request {
+  std::string method, path, version;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
+  std::optional<std::string> header(std::string_view name) const {
+    for (const auto& [k, v] : headers)
+      if (k == name) return v;
+    return std::nullopt;
+  }
+};
+
+std::optional<request> parse_head(std::string_view head) {
+  request r;
+  auto line_end = head.find("\r\n");
+  const auto first = head.substr(0, line_end);
+  const auto sp1 = first.find(' '), sp2 = first.rfind(' ');
+  if (sp1 == std::string_view::npos || sp2 == sp1) return std::nullopt;
+  r.method = first.substr(0, sp1);
+  r.path = first.substr(sp1 + 1, sp2 - sp1 - 1);
+  r.version = first.substr(sp2 + 1);
+  std::size_t pos = line_end + 2;
+  while (pos < head.size()) {
+    const auto end = head.find("\r\n", pos);
+    const auto line = head.substr(pos, end - pos);
+    pos = end + 2;
+    if (line.empty()) break;
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    auto value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    r.headers.emplace_back(lower(std::string(line.substr(0, colon))), std::string(value));
+  }
+  return r;
+}
+
+std::string websocket_accept(const std::string& key) {
+  const std::string magic = key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(magic.data()), magic.size(), digest);
+  unsigned char out[64];
+  const int n = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
+  return std::string(reinterpret_cast<char*>(out), static_cast<std::size_t>(n));
+}
+
+// Echoes WebSocket messages (text, binary, ping→pong) until a close frame, which is answered.
+template <class Stream>
+asio::awaitable<void> websocket_echo(Stream& s) {
+  for (;;) {
+    std::uint8_t h[2];
+    if (auto [ec, n] = co_await asio::async_read(s, asio::buffer(h), use_tuple); ec) co_return;
+    const std::uint8_t opcode = h[0] & 0x0f;
+    const bool masked = h[1] & 0x80;
+    std::uint64_t len = h[1] & 0x7f;
+    if (len >= 126) {
+      std::uint8_t ext[8];
+      const std::size_t k = len == 126 ? 2 : 8;
+      if (auto [ec, n] = co_await asio::async_read(s, asio::buffer(ext, k), use_tuple); ec) co_return;
+      len = 0;
+      for (std::size_t i = 0; i < k; ++i) len = (len << 8) | ext[i];
+    }
+    if (len > (16u << 20)) co_return;  // an example's limit
+    std::uint8_t mask[4] = {};
+    if (masked)
+      if (auto [ec, n] = co_await asio::async_read(s, asio::buffer(mask), use_tuple); ec) co_return;
+    std::vector<std::uint8_t> payload(len);
+    if (auto [ec, n] = co_await asio::async_read(s, asio::buffer(payload), use_tuple); ec) co_return;
+    for (std::size_t i = 0; i < payload.size(); ++i) payload[i] ^= mask[i % 4];
+    const std::uint8_t reply_opcode = opcode == 0x9 ? 0xA : opcode;  // ping → pong
+    if (opcode == 0xA) continue;
+    std::vector<std::uint8_t> frame{static_cast<std::uint8_t>(0x80 | reply_opcode)};
+    if (len < 126) {
+      frame.push_back(static_cast<std::uint8_t>(len));
+    } else if (len <= 0xffff) {
+      frame.insert(frame.end(), {126, static_cast<std::uint8_t>(len >> 8), static_cast<std::uint8_t>(len)});
+    } else {
+      frame.push_back(127);
+      for (int i = 7; i >= 0; --i) frame.push_back(static_cast<std::uint8_t>(len >> (8 * i)));
+    }
+    frame.insert(frame.end(), payload.begin(), payload.end());
+    if (auto [ec, n] = co_await asio::async_write(s, asio::buffer(frame), use_tuple); ec) co_return;
+    if (opcode == 0x8) co_return;
+  }
+}
+
+template <class Stream>
+asio::awaitable<void> serve_connection(Stream s, std::string client, const std::string& text, const std::string& prefix) {
+  std::string buf;
+  for (;;) {
+    std::size_t head_end;
+    while ((head_end = buf.find("\r\n\r\n")) == std::string::npos) {
+      if (buf.size() > max_head) co_return;
+      char chunk[8192];
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(chunk), use_tuple);
+      buf.append(chunk, n);
+      if (ec && n == 0) co_return;
+    }
+    auto req = parse_head(std::string_view(buf).substr(0, head_end + 4));
+    buf.erase(0, head_end + 4);
+    if (!req) co_return;
+    // Consume the request body (Content-Length only: this example's clients send no chunked bodies).
+    std::size_t body = 0;
+    if (auto cl = req->header("content-length")) body = std::stoull(*cl);
+    while (buf.size() < body) {
+      char chunk[8192];
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(chunk), use_tuple);
+      buf.append(chunk, n);
+      if (ec && n == 0) co_return;
+    }
+    buf.erase(0, body);
+    const bool close = req->version == "HTTP/1.0" || lower(req->header("connection").value_or("")) == "close";
+    // The master forwards the full path; dispatch on what follows our registered prefix.
+    std::string local_path = req->path;
+    if (!prefix.empty() && local_path.rfind(prefix, 0) == 0) local_path = local_path.substr(prefix.size());
+    if (local_path.empty() || local_path.front() != '/') local_path.insert(0, "/");
+
+    if (local_path == "/ws" && lower(req->header("upgrade").value_or("")) == "websocket") {
+      const std::string response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                   "Sec-WebSocket-Accept: " +
+                                   websocket_accept(req->header("sec-websocket-key").value_or("")) + "\r\n\r\n";
+      if (auto [ec, n] = co_await asio::async_write(s, asio::buffer(response), use_tuple); ec) co_return;
+      co_await websocket_echo(s);
+      co_return;
+    }
+    std::string head = "HTTP/1.1 200 OK\r\n";
+    std::string payload;
+    std::size_t bulk = 0;
+    if (local_path.rfind("/bytes/", 0) == 0) {
+      bulk = std::stoull(local_path.substr(7));
+      head += "Content-Type: application/octet-stream\r\nContent-Length: " + std::to_string(bulk) + "\r\n";
+    } else {
+      payload = text + "\npath: " + req->path + "\nclient: " + client + "\n";
+      head += "Content-Type: text/plain\r\nContent-Length: " + std::to_string(payload.size()) + "\r\n";
+    }
+    head += close ? "Connection: close\r\n\r\n" : "\r\n";
+    if (req->method == "HEAD") payload.clear(), bulk = 0;
+    if (auto [ec, n] = co_await asio::async_write(s, std::array{asio::buffer(head), asio::buffer(payload)}, use_tuple); ec)
+      co_return;
+    if (bulk) {
+      static const std::vector<char> block(1 << 20, 'x');
+      while (bulk > 0) {
+        const std::size_t k = std::min(bulk, block.size());
+        if (auto [ec, n] = co_await asio::async_write(s, asio::buffer(block.data(), k), use_tuple); ec) co_return;
+        bulk -= k;
+      }
+    }
+    if (close) {
+      co_await half_close(s);
+      co_return;
+    }
+  }
+}
+
+std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
+  const auto a = ep.address();
+  return (a.is_v6() && !a.to_v6().is_v4_mapped() ? "[" + a.to_string() + "]"
+                                                  : (a.is_v6() ? asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string() : a.to_string())) +
+         ":" + std::to_string(ep.port());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hello: a keep-alive HTTP service, registered with socketmaster or on a plain port"};
+  std::string master, domain, path, text = "Hello from socketmaster", listen_on;
+  std::uint16_t port = 0;
+  double drain_seconds = 10;
+  app.add_option("--master", master, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
+  app.add_option("--port", port, "Public port to register");
+  app.add_option("--domain", domain, "Domain suffix (empty = any)");
+  app.add_option("--path", path, "Path prefix (empty = any)");
+  app.add_option("--text", text, "What to answer")->capture_default_str();
+  app.add_option("--listen", listen_on, "Serve on this host:port directly instead of registering");
+  app.add_option("--drain-timeout", drain_seconds, "Seconds in-flight requests get after SIGTERM")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  socketmaster::logger log(std::cerr);
+  asio::io_context io(1);
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+
+  if (!listen_on.empty()) {
+    const auto colon = listen_on.rfind(':');
+    asio::ip::tcp::acceptor acceptor(
+        io, {asio::ip::make_address(listen_on.substr(0, colon)), static_cast<std::uint16_t>(std::stoul(listen_on.substr(colon + 1)))});
+    std::cout << "listening " << endpoint_text(acceptor.local_endpoint()) << std::endl;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          for (;;) {
+            auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
+            if (ec) co_return;
+            std::error_code ignored;
+            sock.set_option(asio::ip::tcp::no_delay(true), ignored);
+            const auto client = endpoint_text(sock.remote_endpoint(ignored));
+            asio::co_spawn(io, serve_connection(std::move(sock), client, text, std::string{}), asio::detached);
+          }
+        },
+        asio::detached);
+    signals.async_wait([&](std::error_code, int) { io.stop(); });
+    io.run();
+    return 0;
+  }
+
+  socket_definition def;
+  def.port = port;
+  def.http = http_route{domain, path};
+  client::options opts;
+  opts.master_address = master;
+  opts.log = &log;
+  client::listen_error error;
+  auto l = client::listen(io, def, opts, error);
+  if (error.code) {
+    std::cerr << "hello: registration failed: " << error.message << "\n";
+    return 1;
+  }
+  std::cout << "listening " << l.bound_address() << std::endl;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto [ec, s] = co_await l.async_accept(use_tuple);
+          if (ec) co_return;
+          const auto client = endpoint_text(s.remote_endpoint());
+          asio::co_spawn(io, serve_connection(std::move(s), client, text, path), asio::detached);
+        }
+      },
+      asio::detached);
+  signals.async_wait([&](std::error_code ec, int) {
+    if (ec) return;
+    l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)),
+                  [&](std::error_code) { io.stop(); });
+  });
+  io.run();
+  return 0;
+}

@@ -1,0 +1,99 @@
+// Moving bytes between two streams of any kind (TCP socket, TLS stream, yamux stream) in both
+// directions, half-close aware: EOF on one side becomes a send-shutdown (FIN) on the other, and the
+// other direction goes on until its own EOF. An error in either direction aborts both.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <system_error>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/stream.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <cstdint>
+
+namespace socketmaster {
+
+inline constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+// Shut our sending side down, keep receiving: FIN on a socket, FIN frame on a yamux stream.
+template <class Stream>
+asio::awaitable<void> half_close(Stream& s) {
+  if constexpr (requires { s.shutdown_send(); }) {
+    s.shutdown_send();
+  } else {
+    std::error_code ec;
+    s.lowest_layer().shutdown(asio::socket_base::shutdown_send, ec);
+  }
+  co_return;
+}
+// TLS has no half-close of its own: send close_notify (bounded wait for the peer's), then FIN.
+template <class Next>
+asio::awaitable<void> half_close(asio::ssl::stream<Next>& s) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer limit(s.get_executor(), std::chrono::seconds(5));
+  co_await (s.async_shutdown(use_tuple) || limit.async_wait(use_tuple));
+  std::error_code ec;
+  s.lowest_layer().shutdown(asio::socket_base::shutdown_send, ec);
+}
+
+// Tear down at once, so pending operations on the stream fail promptly: RST on a yamux stream,
+// close on a socket.
+template <class Stream>
+void abort_stream(Stream& s) {
+  if constexpr (requires { s.reset(); }) {
+    s.reset();
+  } else {
+    std::error_code ec;
+    s.lowest_layer().close(ec);
+  }
+}
+
+// Copies `from` to `to` until EOF (then half-closes `to`) or an error (returned).
+template <class From, class To>
+asio::awaitable<std::error_code> pump(From& from, To& to, std::span<std::byte> buf, std::uint64_t& moved) {
+  for (;;) {
+    auto [ec, n] = co_await from.async_read_some(asio::buffer(buf.data(), buf.size()), use_tuple);
+    if (n > 0) {
+      auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.data(), n), use_tuple);
+      moved += wn;
+      if (wec) co_return wec;
+    }
+    if (ec == asio::error::eof) {
+      co_await half_close(to);
+      co_return std::error_code{};
+    }
+    if (ec) co_return ec;
+  }
+}
+
+struct tunnel_result {
+  std::uint64_t a_to_b = 0;
+  std::uint64_t b_to_a = 0;
+  std::error_code error;
+};
+
+// Both directions until both have ended. Buffers are allocated here, per direction.
+template <class A, class B>
+asio::awaitable<tunnel_result> tunnel(A& a, B& b, std::size_t buffer_size = 16 * 1024) {
+  using namespace asio::experimental::awaitable_operators;
+  tunnel_result result;
+  auto buffers = std::make_unique_for_overwrite<std::byte[]>(2 * buffer_size);
+  auto direction = [&](auto& from, auto& to, std::span<std::byte> buf, std::uint64_t& moved) -> asio::awaitable<void> {
+    if (auto ec = co_await pump(from, to, buf, moved)) {
+      if (!result.error) result.error = ec;
+      abort_stream(a);
+      abort_stream(b);
+    }
+  };
+  co_await (direction(a, b, {buffers.get(), buffer_size}, result.a_to_b) &&
+            direction(b, a, {buffers.get() + buffer_size, buffer_size}, result.b_to_a));
+  co_return result;
+}
+
+}  // namespace socketmaster

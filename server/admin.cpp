@@ -1,0 +1,206 @@
+// See admin.hpp.
+#include "admin.hpp"
+
+#include <sstream>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/read_until.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/streambuf.hpp>
+#include <asio/write.hpp>
+
+#include "registry.hpp"
+#include "protocol/relay.hpp"
+
+namespace socketmaster::server {
+
+namespace {
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+// Prometheus label values escape the same three characters.
+std::string label(std::string_view s) { return json_escape(s); }
+
+std::string route_name(const route& r) {
+  return (r.key.domain_suffix.empty() ? std::string("*") : r.key.domain_suffix) +
+         (r.key.path_prefix.empty() ? std::string("/") : r.key.path_prefix);
+}
+
+}  // namespace
+
+std::string render_metrics(const registry& reg) {
+  const auto& st = reg.stats();
+  std::ostringstream m;
+  m << "# HELP socketmaster_registrations_total Registrations accepted.\n"
+    << "# TYPE socketmaster_registrations_total counter\n"
+    << "socketmaster_registrations_total " << st.registrations << "\n"
+    << "# HELP socketmaster_rejections_total Handshakes rejected, by code.\n"
+    << "# TYPE socketmaster_rejections_total counter\n";
+  for (int c = 0; c <= static_cast<int>(rejection_code::internal); ++c)
+    m << "socketmaster_rejections_total{code=\"" << to_string(static_cast<rejection_code>(c)) << "\"} "
+      << st.rejections[c] << "\n";
+  m << "# TYPE socketmaster_connections_accepted_total counter\n"
+    << "socketmaster_connections_accepted_total " << st.connections_accepted << "\n"
+    << "# TYPE socketmaster_active_connections gauge\n"
+    << "socketmaster_active_connections " << st.active_connections << "\n"
+    << "# TYPE socketmaster_streams_opened_total counter\n"
+    << "socketmaster_streams_opened_total " << st.streams_opened << "\n"
+    << "# TYPE socketmaster_queued_total counter\n"
+    << "socketmaster_queued_total " << st.queued_total << "\n"
+    << "# TYPE socketmaster_queue_rejections_total counter\n"
+    << "socketmaster_queue_rejections_total " << st.queue_rejections << "\n"
+    << "# TYPE socketmaster_grace_expired_total counter\n"
+    << "socketmaster_grace_expired_total " << st.grace_expired << "\n"
+    << "# TYPE socketmaster_routes gauge\n"
+    << "socketmaster_routes " << reg.routes().size() << "\n"
+    << "# HELP socketmaster_pool_members Live service sessions behind a route.\n"
+    << "# TYPE socketmaster_pool_members gauge\n";
+  for (const auto& [id, r] : reg.routes()) {
+    const auto l = reg.listeners().find(r.listener_key);
+    const std::string where = "listener=\"" + label(l == reg.listeners().end() ? "" : l->second.bound_address) +
+                              "\",route=\"" + label(route_name(r)) + "\"";
+    std::size_t streams = 0;
+    for (const auto& mem : r.members) streams += mem.session->stream_count();
+    m << "socketmaster_pool_members{" << where << "} " << r.members.size() << "\n"
+      << "socketmaster_open_streams{" << where << "} " << streams << "\n"
+      << "socketmaster_queued_connections{" << where << "} " << r.queue.size() << "\n"
+      << "socketmaster_route_in_grace{" << where << "} " << (r.in_grace ? 1 : 0) << "\n";
+  }
+  return m.str();
+}
+
+std::string render_routes_json(const registry& reg) {
+  std::ostringstream j;
+  j << "[";
+  bool first = true;
+  for (const auto& [id, r] : reg.routes()) {
+    const auto l = reg.listeners().find(r.listener_key);
+    if (!first) j << ",";
+    first = false;
+    j << "{\"id\":" << id << ",\"listener\":\"" << json_escape(l == reg.listeners().end() ? "" : l->second.bound_address)
+      << "\",\"kind\":\"" << (l != reg.listeners().end() && l->second.http ? "http" : "tcp")
+      << "\",\"tls\":" << (l != reg.listeners().end() && l->second.tls ? "true" : "false") << ",\"domain_suffix\":\""
+      << json_escape(r.key.domain_suffix) << "\",\"path_prefix\":\"" << json_escape(r.key.path_prefix)
+      << "\",\"in_grace\":" << (r.in_grace ? "true" : "false") << ",\"queued\":" << r.queue.size() << ",\"members\":[";
+    for (std::size_t i = 0; i < r.members.size(); ++i) {
+      const auto& mem = r.members[i];
+      j << (i ? "," : "") << "{\"registration\":" << mem.registration_id
+        << ",\"open_streams\":" << mem.session->stream_count() << ",\"draining\":" << (mem.draining() ? "true" : "false")
+        << "}";
+    }
+    j << "]}";
+  }
+  j << "]\n";
+  return j.str();
+}
+
+struct admin_server::state {
+  state(asio::any_io_executor e, const registry& r, logger& l) : ex(std::move(e)), reg(r), log(l), acceptor(ex) {}
+  asio::any_io_executor ex;
+  const registry& reg;
+  logger& log;
+  asio::ip::tcp::acceptor acceptor;
+  bool closed = false;
+};
+
+namespace {
+
+asio::awaitable<void> serve_admin(std::shared_ptr<admin_server::state> st, asio::ip::tcp::socket sock) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::streambuf head(8192);
+  asio::steady_timer deadline(sock.get_executor(), std::chrono::seconds(5));
+  auto got = co_await (asio::async_read_until(sock, head, "\r\n\r\n", use_tuple) || deadline.async_wait(use_tuple));
+  if (got.index() != 0 || std::get<0>(std::get<0>(got))) co_return;
+  std::istream in(&head);
+  std::string method, target;
+  in >> method >> target;
+  std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
+  if (method != "GET") {
+    status = "405 Method Not Allowed";
+    body = "only GET is served here\n";
+  } else if (target == "/metrics") {
+    body = render_metrics(st->reg);
+  } else if (target == "/routes") {
+    type = "application/json";
+    body = render_routes_json(st->reg);
+  } else {
+    status = "404 Not Found";
+    body = "try /metrics or /routes\n";
+  }
+  const std::string response = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
+                               "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  co_await asio::async_write(sock, asio::buffer(response), use_tuple);
+  std::error_code ec;
+  sock.shutdown(asio::socket_base::shutdown_send, ec);
+}
+
+}  // namespace
+
+admin_server::admin_server(asio::any_io_executor ex, const registry& reg, logger& log)
+    : state_(std::make_shared<state>(std::move(ex), reg, log)) {}
+admin_server::~admin_server() { close(); }
+
+std::error_code admin_server::bind(const std::string& host_port) {
+  std::error_code ec;
+  const auto colon = host_port.rfind(':');
+  if (colon == std::string::npos) return std::make_error_code(std::errc::invalid_argument);
+  std::string host = host_port.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") host = "127.0.0.1";
+  const auto ip = asio::ip::make_address(host, ec);
+  if (ec) return ec;
+  asio::ip::tcp::endpoint ep(ip, static_cast<std::uint16_t>(std::stoul(host_port.substr(colon + 1))));
+  auto& acc = state_->acceptor;
+  acc.open(ep.protocol(), ec);
+  if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acc.bind(ep, ec);
+  if (!ec) acc.listen(64, ec);
+  return ec;
+}
+
+std::string admin_server::bound_address() const {
+  std::error_code ec;
+  const auto ep = state_->acceptor.local_endpoint(ec);
+  return (ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string()) + ":" +
+         std::to_string(ep.port());
+}
+
+void admin_server::start() {
+  auto loop = [](std::shared_ptr<state> st) -> asio::awaitable<void> {
+    while (!st->closed) {
+      auto [ec, sock] = co_await st->acceptor.async_accept(use_tuple);
+      if (ec) co_return;
+      asio::co_spawn(st->ex, serve_admin(st, std::move(sock)), asio::detached);
+    }
+  };
+  asio::co_spawn(state_->ex, loop(state_), asio::detached);
+}
+
+void admin_server::close() {
+  state_->closed = true;
+  std::error_code ec;
+  state_->acceptor.close(ec);
+}
+
+}  // namespace socketmaster::server

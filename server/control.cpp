@@ -1,0 +1,268 @@
+// See control.hpp.
+#include "control.hpp"
+
+#include <filesystem>
+#include <optional>
+
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "protocol/relay.hpp"
+
+namespace socketmaster::server {
+
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+
+// Compares tokens in time independent of where they differ and of their lengths: both sides are
+// hashed first, then compared with CRYPTO_memcmp.
+bool token_matches(const std::string& expected, const std::string& presented) {
+  unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), a);
+  SHA256(reinterpret_cast<const unsigned char*>(presented.data()), presented.size(), b);
+  return CRYPTO_memcmp(a, b, sizeof a) == 0;
+}
+
+std::string describe(const socket_definition& d) {
+  std::string s = (d.address.empty() ? std::string("*") : d.address) + ":" + std::to_string(d.port);
+  if (d.http) s += " http " + (d.http->domain_suffix.empty() ? std::string("*") : d.http->domain_suffix) +
+                   (d.http->path_prefix.empty() ? std::string("/") : d.http->path_prefix);
+  else
+    s += " tcp";
+  if (d.tls) s += " tls";
+  if (d.proxy_protocol) s += " proxy-v2";
+  return s;
+}
+
+}  // namespace
+
+struct control_listener::state {
+  state(asio::any_io_executor e, const master_config& c, registry& r, logger& l) : ex(std::move(e)), cfg(c), reg(r), log(l) {}
+  asio::any_io_executor ex;
+  const master_config& cfg;
+  registry& reg;
+  logger& log;
+  std::optional<asio::ip::tcp::acceptor> tcp;
+  std::optional<asio::local::stream_protocol::acceptor> local;
+  std::string bound;
+  bool closed = false;
+};
+
+namespace {
+
+using state_ptr = std::shared_ptr<control_listener::state>;
+
+template <class Socket>
+asio::awaitable<void> answer(Socket& sock, const handshake_response& response) {
+  const auto bytes = encode(response);
+  co_await asio::async_write(sock, asio::buffer(bytes), use_tuple);
+}
+
+template <class Socket>
+asio::awaitable<void> reject(const state_ptr& st, Socket& sock, const std::string& peer, rejection_code code, std::string message) {
+  ++st->reg.stats().rejections[static_cast<int>(code)];
+  st->log.warn("control ", peer, ": rejected (", to_string(code), "): ", message);
+  co_await answer(sock, handshake_rejected{code, std::move(message)});
+  std::error_code ec;
+  sock.shutdown(asio::socket_base::shutdown_send, ec);
+}
+
+// Reads exactly one handshake message: first the segment table, then the rest, never a byte more
+// (what follows on this connection is yamux).
+template <class Socket>
+asio::awaitable<std::pair<std::vector<std::byte>, std::string>> read_handshake(const state_ptr& st, Socket& sock) {
+  asio::steady_timer deadline(sock.get_executor(), st->cfg.handshake_timeout);
+  std::vector<std::byte> msg;
+  std::size_t want = 8;
+  for (;;) {
+    const std::size_t have = msg.size();
+    msg.resize(want);
+    auto result = co_await (asio::async_read(sock, asio::buffer(msg.data() + have, want - have), use_tuple) ||
+                            deadline.async_wait(use_tuple));
+    if (result.index() == 1) co_return std::pair{std::vector<std::byte>{}, std::string("timeout")};
+    auto [ec, n] = std::get<0>(result);
+    if (ec) co_return std::pair{std::vector<std::byte>{}, std::string("closed")};
+    const auto size = message_size(msg, st->cfg.max_handshake_bytes);
+    switch (size.what) {
+      case message_size_result::kind::error:
+        co_return std::pair{std::vector<std::byte>{}, size.error};
+      case message_size_result::kind::complete:
+        if (size.total_bytes <= msg.size()) co_return std::pair{std::move(msg), std::string{}};
+        want = size.total_bytes;
+        break;
+      case message_size_result::kind::need_more:
+        want = std::max(size.need_at_least, msg.size() + 1);
+        break;
+    }
+  }
+}
+
+template <class Socket>
+asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer) {
+  auto [bytes, problem] = co_await read_handshake(st, sock);
+  if (problem == "closed") {
+    st->log.info("control ", peer, ": closed before completing a handshake");
+    co_return;
+  }
+  if (problem == "timeout") {
+    co_await reject(st, sock, peer, rejection_code::bad_request,
+                    "the handshake did not arrive within " + std::to_string(st->cfg.handshake_timeout.count()) + " ms");
+    co_return;
+  }
+  if (!problem.empty()) {
+    co_await reject(st, sock, peer, rejection_code::bad_request, "the handshake is not a valid HandshakeRequest: " + problem);
+    co_return;
+  }
+  handshake_request request;
+  if (auto decoded = decode_request(bytes, request); !decoded.ok()) {
+    co_await reject(st, sock, peer, rejection_code::bad_request,
+                    "the handshake is not a valid HandshakeRequest: " + (decoded.detail.empty() ? decoded.error.message() : decoded.detail));
+    co_return;
+  }
+  if (request.version != 1) {
+    co_await reject(st, sock, peer, rejection_code::unsupported_version,
+                    "this master speaks handshake version 1; the client sent version " + std::to_string(request.version));
+    co_return;
+  }
+  if (!st->cfg.token.empty() && !token_matches(st->cfg.token, request.token)) {
+    co_await reject(st, sock, peer, rejection_code::unauthorized,
+                    request.token.empty() ? "this master requires a token (SOCKETMASTER_TOKEN)" : "the token is wrong");
+    co_return;
+  }
+  auto reg = st->reg.register_service(request.socket);
+  if (reg.rejected) {
+    st->log.warn("control ", peer, ": rejected (", to_string(reg.rejected->code), ") ", describe(request.socket), ": ",
+                 reg.rejected->message);
+    co_await answer(sock, *reg.rejected);
+    co_return;
+  }
+  const auto id = reg.registration_id;
+  const auto bytes_out = encode(handshake_response{handshake_accepted{id, reg.bound_address}});
+  auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(bytes_out), use_tuple);
+  if (wec) {
+    st->reg.abandon(id);
+    co_return;
+  }
+  st->log.info("registration ", id, " from ", peer, ": ", describe(request.socket), " on ", reg.bound_address);
+  yamux::session session(std::move(sock), yamux::role::client, st->cfg.yamux);
+  st->reg.attach(id, session);
+  auto [reason] = co_await session.async_wait_closed(use_tuple);
+  st->reg.detach(id);
+  st->log.info("registration ", id, " ended: ", reason.message());
+}
+
+template <class Acceptor>
+asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor) {
+  asio::steady_timer backoff(st->ex);
+  while (!st->closed) {
+    auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
+    if (st->closed) co_return;
+    if (ec) {
+      st->log.warn("control accept failed: ", ec.message());
+      backoff.expires_after(std::chrono::milliseconds(50));
+      co_await backoff.async_wait(use_tuple);
+      continue;
+    }
+    std::string peer;
+    std::error_code pec;
+    if constexpr (std::is_same_v<std::decay_t<decltype(sock)>, asio::ip::tcp::socket>) {
+      auto ep = sock.remote_endpoint(pec);
+      peer = pec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
+      sock.set_option(asio::ip::tcp::no_delay(true), pec);
+    } else {
+      peer = "unix";
+    }
+    asio::co_spawn(st->ex, serve_control(st, std::move(sock), peer), [st](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        st->log.error("control connection failed unexpectedly: ", x.what());
+      }
+    });
+  }
+}
+
+}  // namespace
+
+bool control_address_is_local(const std::string& address) {
+  if (address.find('/') != std::string::npos) return true;
+  const auto colon = address.rfind(':');
+  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") return true;
+  std::error_code ec;
+  const auto ip = asio::ip::make_address(host, ec);
+  return !ec && ip.is_loopback();
+}
+
+control_listener::control_listener(asio::any_io_executor ex, const master_config& cfg, registry& reg, logger& log)
+    : state_(std::make_shared<state>(std::move(ex), cfg, reg, log)) {}
+
+control_listener::~control_listener() { close(); }
+
+std::error_code control_listener::bind() {
+  std::error_code ec;
+  const std::string& address = state_->cfg.control_address;
+  if (address.find('/') != std::string::npos) {
+    // A stale socket file from a previous run would make bind fail; remove it only if it is a socket.
+    std::filesystem::path p(address);
+    if (std::filesystem::is_socket(p, ec)) std::filesystem::remove(p, ec);
+    ec.clear();
+    auto& acc = state_->local.emplace(state_->ex);
+    asio::local::stream_protocol::endpoint ep(address);
+    acc.open(ep.protocol(), ec);
+    if (!ec) acc.bind(ep, ec);
+    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+    state_->bound = address;
+    return ec;
+  }
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos) return std::make_error_code(std::errc::invalid_argument);
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") host = "127.0.0.1";
+  const auto port = static_cast<std::uint16_t>(std::stoul(address.substr(colon + 1)));
+  const auto ip = asio::ip::make_address(host, ec);
+  if (ec) return ec;
+  asio::ip::tcp::endpoint ep(ip, port);
+  auto& acc = state_->tcp.emplace(state_->ex);
+  acc.open(ep.protocol(), ec);
+  if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acc.bind(ep, ec);
+  if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) {
+    const auto local = acc.local_endpoint(ec);
+    state_->bound = (local.address().is_v6() ? "[" + local.address().to_string() + "]" : local.address().to_string()) +
+                    ":" + std::to_string(local.port());
+  }
+  return ec;
+}
+
+std::string control_listener::bound_address() const { return state_->bound; }
+
+void control_listener::start() {
+  auto on_exit = [](std::exception_ptr) {};
+  if (state_->tcp) asio::co_spawn(state_->ex, accept_loop(state_, *state_->tcp), on_exit);
+  if (state_->local) asio::co_spawn(state_->ex, accept_loop(state_, *state_->local), on_exit);
+}
+
+void control_listener::close() {
+  state_->closed = true;
+  std::error_code ec;
+  if (state_->tcp) state_->tcp->close(ec);
+  if (state_->local) {
+    state_->local->close(ec);
+    std::filesystem::remove(state_->bound, ec);
+  }
+}
+
+}  // namespace socketmaster::server

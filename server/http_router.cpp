@@ -1,0 +1,326 @@
+// HTTP/1.1 routing of one public connection. Each request is routed on its own (Host, then path);
+// the connection keeps one stream to a backend and reuses it while consecutive requests go to the
+// same member; pipelined and already-buffered bytes stay in our buffer until their turn. Bodies and
+// responses are forwarded verbatim (responses are parsed only to find where they end). An Upgrade
+// answered with 101 turns the connection into a two-way tunnel.
+//
+// Status codes we produce: 400 (malformed or smuggling shapes), 404 (no route), 408 (head not
+// complete in time), 431 (head too large), 502 (backend failed before answering), 503 (queue full,
+// or grace over with no service back).
+#include <asio/ssl/stream.hpp>
+
+#include "http_codec.hpp"
+#include "protocol/proxy_header.hpp"
+#include "public_connection.hpp"
+#include "protocol/relay.hpp"
+
+namespace socketmaster::server {
+
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+
+constexpr std::size_t client_buffer_size = 16 * 1024;
+constexpr std::size_t backend_buffer_size = 16 * 1024;
+
+// A kept-alive stream to one member of one route.
+struct backend_link {
+  yamux::stream stream;
+  std::uint64_t route_id = 0;
+  std::uint64_t member_id = 0;
+  bool open() const { return stream.is_open(); }
+  void drop() { stream.close(); }
+};
+
+template <class Client>
+class http_connection {
+ public:
+  http_connection(registry& reg, std::string listener_key, Client& client, const connection_info& info)
+      : reg_(reg),
+        listener_key_(std::move(listener_key)),
+        client_(client),
+        info_(info),
+        requests_({reg.config().max_header_bytes, reg.config().max_headers}),
+        in_(std::make_unique_for_overwrite<char[]>(client_buffer_size)),
+        out_(std::make_unique_for_overwrite<char[]>(backend_buffer_size)) {}
+
+  asio::awaitable<void> run() {
+    for (;;) {
+      const bool first_bytes_buffered = in_begin_ < in_end_;
+      auto [event, status, reason] = co_await read_head(first_bytes_buffered);
+      if (event == head_event::closed) break;
+      if (event == head_event::failed) {
+        co_await respond_and_close(status, reason);
+        break;
+      }
+      const request_head& head = requests_.head();
+      auto lit = reg_.listeners().find(listener_key_);
+      if (lit == reg_.listeners().end()) break;  // the listener was closed under us
+      auto route_id = lit->second.routes.match(head.host, head.path);
+      if (!route_id) {
+        co_await respond_and_close(404, "no service is registered for this host and path");
+        break;
+      }
+      reg_.log().debug("conn ", info_.id, ": ", head.method, " ", head.host, head.path, " -> route ", *route_id);
+      if (!co_await ensure_backend(*route_id)) break;
+      const auto outcome = co_await exchange(head);
+      if (outcome == exchange_result::upgraded) {
+        co_await tunnel_upgraded();
+        break;
+      }
+      if (outcome == exchange_result::failed) break;
+      if (outcome == exchange_result::close) {
+        co_await half_close(client_);
+        break;
+      }
+      // Keep-alive: the next request may go elsewhere. A draining member's stream is closed now
+      // that its response is complete.
+      if (link_.open() && !reg_.member_usable(link_.route_id, link_.member_id)) link_.drop();
+    }
+    link_.drop();
+  }
+
+ private:
+  enum class head_event { head, closed, failed };
+  struct head_outcome {
+    head_event event;
+    int status = 0;
+    std::string reason = {};
+  };
+  enum class exchange_result { keep_alive, close, upgraded, failed };
+
+  // Reads until a complete request head; 408 if it does not arrive in time.
+  asio::awaitable<head_outcome> read_head(bool has_bytes) {
+    asio::steady_timer deadline(client_.get_executor(), reg_.config().header_timeout);
+    bool started = has_bytes;
+    for (;;) {
+      if (in_begin_ < in_end_) {
+        auto r = requests_.feed({in_.get() + in_begin_, in_end_ - in_begin_});
+        in_begin_ += r.consumed;
+        if (r.what == parse_result::kind::head) co_return head_outcome{head_event::head};
+        if (r.what == parse_result::kind::error) co_return head_outcome{head_event::failed, r.status, r.reason};
+        started = true;
+        if (in_begin_ < in_end_) continue;  // a body/message_end of a request we skipped cannot happen here
+      }
+      in_begin_ = in_end_ = 0;
+      auto result = co_await (client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple) ||
+                              deadline.async_wait(use_tuple));
+      if (result.index() == 1) {
+        if (started) co_return head_outcome{head_event::failed, 408, "the request head did not arrive in time"};
+        co_return head_outcome{head_event::closed};  // an idle keep-alive connection: just close
+      }
+      auto [ec, n] = std::get<0>(result);
+      in_end_ = n;
+      if (ec && n == 0) co_return head_outcome{head_event::closed};
+    }
+  }
+
+  asio::awaitable<void> respond_and_close(int status, const std::string& reason) {
+    const std::string response = make_error_response(status, reason);
+    co_await asio::async_write(client_, asio::buffer(response), use_tuple);
+    co_await half_close(client_);
+    reg_.log().debug("conn ", info_.id, " from ", info_.client, ": ", status, " ", reason);
+  }
+
+  // Reuses the kept-alive stream when it serves the same route and its member still takes work;
+  // otherwise asks the registry for a member (queueing during grace).
+  asio::awaitable<bool> ensure_backend(std::uint64_t route_id) {
+    if (link_.open() && link_.route_id == route_id && reg_.member_usable(route_id, link_.member_id)) co_return true;
+    link_.drop();
+    auto got = co_await reg_.acquire(route_id);
+    if (got.status == acquire_status::queue_full) {
+      co_await respond_and_close(503, "the service is restarting and too many requests are waiting; retry shortly");
+      co_return false;
+    }
+    if (got.status != acquire_status::ok) {
+      co_await respond_and_close(503, "the service did not come back within its grace period");
+      co_return false;
+    }
+    link_ = {std::move(got.stream), route_id, got.member_id};
+    reg_.log().debug("conn ", info_.id, ": stream ", link_.stream.id(), " to registration ", link_.member_id);
+    if (got.proxy_protocol) {
+      const auto header = encode_proxy_v2(info_.client, info_.local);
+      auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(header), use_tuple);
+      if (ec) {
+        co_await respond_and_close(502, "the service failed before answering");
+        co_return false;
+      }
+    }
+    co_return true;
+  }
+
+  // Sends one request (head, then body as it arrives) and relays its response.
+  asio::awaitable<exchange_result> exchange(const request_head& head) {
+    const bool client_keep_alive = head.keep_alive;
+    const std::string method = head.method;
+    const std::string serialized =
+        serialize_request_head(head, forwarded_headers(head, info_.client.address().to_string(), info_.tls));
+    auto [wec, wn] = co_await asio::async_write(link_.stream, asio::buffer(serialized), use_tuple);
+    if (wec) {
+      link_.drop();
+      co_await respond_and_close(502, "the service failed before answering");
+      co_return exchange_result::failed;
+    }
+    responses_.expect(method);
+    response_started_ = false;
+    request_upgrade_ = false;
+    response_upgrade_ = false;
+    response_keep_alive_ = true;
+    auto [request_ok, response_ok] = co_await (send_body() && relay_response());
+    if (!response_ok) {
+      if (!response_started_) co_await respond_and_close(502, "the service failed before answering");
+      link_.drop();
+      co_return exchange_result::failed;
+    }
+    if (!request_ok) {
+      link_.drop();
+      co_return exchange_result::failed;
+    }
+    if (request_upgrade_ && response_upgrade_) co_return exchange_result::upgraded;
+    if (!response_keep_alive_) link_.drop();
+    if (!client_keep_alive || !response_keep_alive_ || request_upgrade_) co_return exchange_result::close;
+    co_return exchange_result::keep_alive;
+  }
+
+  // Forwards the request body (verbatim) until the parser says the message ended.
+  asio::awaitable<bool> send_body() {
+    for (;;) {
+      if (in_begin_ < in_end_) {
+        auto r = requests_.feed({in_.get() + in_begin_, in_end_ - in_begin_});
+        in_begin_ += r.consumed;
+        if (r.what == parse_result::kind::body) {
+          auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(r.body.data(), r.body.size()), use_tuple);
+          if (ec) co_return abort(false);
+          continue;
+        }
+        if (r.what == parse_result::kind::message_end) co_return true;
+        if (r.what == parse_result::kind::upgrade) {
+          request_upgrade_ = true;
+          co_return true;
+        }
+        if (r.what == parse_result::kind::error) co_return abort(false);
+        if (in_begin_ < in_end_) continue;
+      }
+      // need_more: the body is still arriving.
+      auto r = requests_.feed({});
+      if (r.what == parse_result::kind::message_end) co_return true;
+      if (r.what == parse_result::kind::upgrade) {
+        request_upgrade_ = true;
+        co_return true;
+      }
+      in_begin_ = in_end_ = 0;
+      auto [ec, n] = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
+      in_end_ = n;
+      if (ec && n == 0) co_return abort(false);
+    }
+  }
+
+  // Relays the response bytes verbatim until the end of the (final) response.
+  asio::awaitable<bool> relay_response() {
+    for (;;) {
+      std::size_t forward_from = out_begin_;
+      bool done = false;
+      // Feed until the parser needs more; a body that ends exactly at the end of the buffer still
+      // has its message_end to report, from an empty feed.
+      while (!done) {
+        auto r = responses_.feed({out_.get() + out_begin_, out_end_ - out_begin_});
+        out_begin_ += r.consumed;
+        switch (r.what) {
+          case parse_result::kind::head:
+            response_started_ = true;
+            break;
+          case parse_result::kind::body:
+            break;
+          case parse_result::kind::message_end:
+            // 100 Continue and friends are messages of their own: the real answer follows.
+            if (responses_.head().status >= 100 && responses_.head().status < 200) break;
+            response_keep_alive_ = responses_.head().keep_alive;
+            done = true;
+            break;
+          case parse_result::kind::upgrade:
+            response_upgrade_ = responses_.head().status == 101;
+            response_keep_alive_ = false;
+            done = true;
+            break;
+          case parse_result::kind::error:
+            co_return abort(false);
+          case parse_result::kind::need_more:
+            break;
+        }
+        if (r.what == parse_result::kind::need_more) break;
+      }
+      if (out_begin_ > forward_from) {
+        auto [ec, n] = co_await asio::async_write(client_, asio::buffer(out_.get() + forward_from, out_begin_ - forward_from),
+                                                  use_tuple);
+        if (ec) co_return abort(false);
+      }
+      if (done) co_return true;
+      if (out_begin_ == out_end_) out_begin_ = out_end_ = 0;
+      auto [ec, n] = co_await link_.stream.async_read_some(
+          asio::buffer(out_.get() + out_end_, backend_buffer_size - out_end_), use_tuple);
+      out_end_ += n;
+      if (ec && n == 0) {
+        if (ec == asio::error::eof) {
+          auto r = responses_.finish();
+          if (r.what == parse_result::kind::message_end) {
+            response_keep_alive_ = false;
+            co_return true;
+          }
+        }
+        co_return abort(false);
+      }
+    }
+  }
+
+  // One direction failed: make the other stop promptly too.
+  bool abort(bool value) {
+    link_.stream.reset();
+    abort_stream(client_);
+    return value;
+  }
+
+  asio::awaitable<void> tunnel_upgraded() {
+    // Bytes that arrived early on either side belong to the tunnel.
+    if (in_begin_ < in_end_) {
+      auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(in_.get() + in_begin_, in_end_ - in_begin_), use_tuple);
+      if (ec) co_return;
+    }
+    if (out_begin_ < out_end_) {
+      auto [ec, n] = co_await asio::async_write(client_, asio::buffer(out_.get() + out_begin_, out_end_ - out_begin_), use_tuple);
+      if (ec) co_return;
+    }
+    in_.reset();
+    out_.reset();
+    co_await tunnel(client_, link_.stream);
+  }
+
+  registry& reg_;
+  std::string listener_key_;
+  Client& client_;
+  const connection_info& info_;
+  request_parser requests_;
+  response_parser responses_;
+  std::unique_ptr<char[]> in_;
+  std::size_t in_begin_ = 0, in_end_ = 0;
+  std::unique_ptr<char[]> out_;
+  std::size_t out_begin_ = 0, out_end_ = 0;
+  backend_link link_;
+  bool response_started_ = false;
+  bool response_keep_alive_ = true;
+  bool request_upgrade_ = false;
+  bool response_upgrade_ = false;
+};
+
+}  // namespace
+
+template <class Client>
+asio::awaitable<void> route_http(registry& reg, std::string listener_key, Client& client, const connection_info& info) {
+  http_connection<Client> connection(reg, std::move(listener_key), client, info);
+  co_await connection.run();
+}
+
+template asio::awaitable<void> route_http(registry&, std::string, asio::ip::tcp::socket&, const connection_info&);
+template asio::awaitable<void> route_http(registry&, std::string, asio::ssl::stream<asio::ip::tcp::socket>&,
+                                          const connection_info&);
+
+}  // namespace socketmaster::server

@@ -1,0 +1,139 @@
+// The socketmaster executable: flags (with environment equivalents) into a master_config, the master
+// on one io_context thread, and signals: SIGTERM/SIGINT drain (stop accepting, let open connections
+// finish within the drain timeout), a second signal stops at once.
+#include <CLI/CLI.hpp>
+
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <fstream>
+#include <iostream>
+
+#include "master.hpp"
+
+namespace {
+
+using namespace socketmaster;
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw CLI::ValidationError("--token-file", "cannot read " + path);
+  std::string token;
+  std::getline(f, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  return token;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  server::master_config cfg;
+  CLI::App app{"socketmaster: a zero-configuration reverse proxy. Services register over the control port."};
+  app.set_version_flag("--version", std::string("socketmaster ") + SOCKETMASTER_VERSION);
+
+  double grace_seconds = 30;
+  double drain_seconds = 30;
+  std::int64_t handshake_ms = cfg.handshake_timeout.count();
+  std::int64_t header_ms = cfg.header_timeout.count();
+  std::string token_file;
+  std::string level = "info";
+
+  app.add_option("--control", cfg.control_address, "Control address: host:port or a Unix socket path")
+      ->envname("SOCKETMASTER_CONTROL")
+      ->capture_default_str();
+  app.add_option("--grace", grace_seconds, "Seconds a route outlives its last service, queueing requests")
+      ->envname("SOCKETMASTER_GRACE")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--token-file", token_file, "File holding the shared token services must present");
+  app.add_flag("--allow-insecure-control", cfg.allow_insecure_control,
+               "Allow a non-loopback control address without a token");
+  app.add_option("--queue-limit", cfg.queue_limit, "Connections waiting per route during grace")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--handshake-timeout-ms", handshake_ms, "Time allowed for a service's handshake")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-handshake-bytes", cfg.max_handshake_bytes, "Largest handshake accepted")->capture_default_str();
+  app.add_option("--header-timeout-ms", header_ms, "Time allowed for a request head (408 after); keep-alive idle limit")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-header-bytes", cfg.max_header_bytes, "Largest request head (431 above)")->capture_default_str();
+  app.add_option("--max-headers", cfg.max_headers, "Most request header fields (431 above)")->capture_default_str();
+  app.add_option("--drain-timeout", drain_seconds, "Seconds open connections get after SIGTERM")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--admin", cfg.admin_address, "Admin address (host:port) serving /metrics and /routes; off by default")
+      ->envname("SOCKETMASTER_ADMIN");
+  app.add_option("--log-level", level, "debug, info, warn or error")
+      ->envname("SOCKETMASTER_LOG_LEVEL")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  app.add_option("--yamux-max-window", cfg.yamux.max_stream_window, "Largest per-stream receive window (bytes)")
+      ->capture_default_str();
+  app.add_option("--yamux-keepalive-ms", cfg.yamux.keepalive_interval, "Ping interval on service sessions")
+      ->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+    if (!token_file.empty()) cfg.token = read_token_file(token_file);
+    else if (const char* env = std::getenv("SOCKETMASTER_TOKEN")) cfg.token = env;
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  cfg.grace = std::chrono::milliseconds(static_cast<std::int64_t>(grace_seconds * 1000));
+  cfg.drain_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000));
+  cfg.handshake_timeout = std::chrono::milliseconds(handshake_ms);
+  cfg.header_timeout = std::chrono::milliseconds(header_ms);
+
+  logger log(std::cerr, level == "debug" ? logger::level::debug
+                        : level == "warn" ? logger::level::warn
+                        : level == "error" ? logger::level::error
+                                           : logger::level::info);
+  asio::io_context io(1);
+  server::master m(io, cfg, log);
+  std::string what;
+  if (m.start(what)) {
+    log.error(what);
+    return 1;
+  }
+  // One line on stdout for scripts and tests that start us with an ephemeral port.
+  std::cout << "control " << m.control_address() << std::endl;
+  if (!cfg.admin_address.empty()) std::cout << "admin " << m.admin_address() << std::endl;
+
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  asio::steady_timer drain_timer(io);
+  bool draining = false;
+  std::function<void()> wait_for_drain;
+  const auto drain_deadline_holder = std::make_shared<std::chrono::steady_clock::time_point>();
+  wait_for_drain = [&] {
+    if (m.active_connections() == 0 || std::chrono::steady_clock::now() >= *drain_deadline_holder) {
+      log.info("drained (", m.active_connections(), " connections cut); exiting");
+      io.stop();
+      return;
+    }
+    drain_timer.expires_after(std::chrono::milliseconds(100));
+    drain_timer.async_wait([&](std::error_code ec) {
+      if (!ec) wait_for_drain();
+    });
+  };
+  std::function<void(std::error_code, int)> on_signal = [&](std::error_code ec, int sig) {
+    if (ec) return;
+    if (draining) {
+      log.info("second signal: stopping now");
+      io.stop();
+      return;
+    }
+    draining = true;
+    log.info("signal ", sig, ": draining, ", m.active_connections(), " connections open, up to ",
+             cfg.drain_timeout.count(), " ms");
+    m.stop_accepting();
+    *drain_deadline_holder = std::chrono::steady_clock::now() + cfg.drain_timeout;
+    wait_for_drain();
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
+  io.run();
+  return 0;
+}

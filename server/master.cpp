@@ -1,0 +1,62 @@
+// See master.hpp.
+#include "master.hpp"
+
+#include "admin.hpp"
+#include "control.hpp"
+#include "public_connection.hpp"
+#include "registry.hpp"
+
+namespace socketmaster::server {
+
+master::master(asio::io_context& io, master_config cfg, logger& log) : io_(io), cfg_(std::move(cfg)), log_(log) {
+  registry_ = std::make_unique<registry>(io_.get_executor(), cfg_, log_,
+                                         [this](listener_info& l, asio::ip::tcp::socket s) {
+                                           serve_public_connection(*registry_, l, std::move(s));
+                                         });
+  control_ = std::make_unique<control_listener>(io_.get_executor(), cfg_, *registry_, log_);
+}
+
+master::~master() = default;
+
+std::error_code master::start(std::string& what) {
+  if (auto problem = cfg_.validate(); !problem.empty()) {
+    what = problem;
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  if (cfg_.token.empty() && !cfg_.allow_insecure_control && !control_address_is_local(cfg_.control_address)) {
+    what = "the control address " + cfg_.control_address +
+           " is not loopback and no token is set; set a token or pass --allow-insecure-control";
+    return std::make_error_code(std::errc::permission_denied);
+  }
+  if (auto ec = control_->bind()) {
+    what = "cannot listen on the control address " + cfg_.control_address + ": " + ec.message();
+    return ec;
+  }
+  control_->start();
+  log_.info("control port listening on ", control_->bound_address(), cfg_.token.empty() ? "" : " (token required)");
+  if (!cfg_.admin_address.empty()) {
+    admin_ = std::make_unique<admin_server>(io_.get_executor(), *registry_, log_);
+    if (auto ec = admin_->bind(cfg_.admin_address)) {
+      what = "cannot listen on the admin address " + cfg_.admin_address + ": " + ec.message();
+      return ec;
+    }
+    admin_->start();
+    log_.info("admin server listening on ", admin_->bound_address());
+  }
+  return {};
+}
+
+std::string master::control_address() const { return control_->bound_address(); }
+std::string master::admin_address() const { return admin_ ? admin_->bound_address() : std::string{}; }
+
+void master::stop_accepting() {
+  control_->close();
+  registry_->close_listeners();
+  if (admin_) admin_->close();
+}
+
+std::size_t master::active_connections() const { return registry_->stats().active_connections; }
+
+registry& master::routes() { return *registry_; }
+
+}  // namespace socketmaster::server

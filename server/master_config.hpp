@@ -1,0 +1,44 @@
+// Every knob of the master, with defaults; main() fills it from flags and environment, tests set
+// fields directly. validate() reports a bad value before anything binds.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include "protocol/config.hpp"
+
+namespace socketmaster::server {
+
+struct master_config {
+  // Control port: host:port, or a path (contains '/') for a Unix socket.
+  std::string control_address = "127.0.0.1:9999";
+  // Shared secret services must present; empty = none.
+  std::string token;
+  // Without a token the control port must be loopback or a Unix socket, unless this is set.
+  bool allow_insecure_control = false;
+  // How long a route outlives its last service, queueing new connections meanwhile.
+  std::chrono::milliseconds grace{30'000};
+  // Connections and requests waiting per route during grace.
+  std::size_t queue_limit = 1024;
+  // A handshake must arrive whole within this, and be at most this large.
+  std::chrono::milliseconds handshake_timeout{10'000};
+  std::size_t max_handshake_bytes = 1 << 20;
+  // A client must send a complete request head within this (408 otherwise); also the keep-alive
+  // idle limit between requests.
+  std::chrono::milliseconds header_timeout{10'000};
+  std::size_t max_header_bytes = 64 * 1024;
+  std::size_t max_headers = 100;
+  // On SIGTERM: stop accepting, then give open connections this long.
+  std::chrono::milliseconds drain_timeout{30'000};
+  // Admin server (Prometheus /metrics, /routes); empty = off.
+  std::string admin_address;
+  // The yamux sessions with services.
+  yamux::config yamux{};
+
+  // Returns an empty string when valid, else a sentence naming the bad setting.
+  std::string validate() const;
+};
+
+}  // namespace socketmaster::server

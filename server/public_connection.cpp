@@ -1,0 +1,79 @@
+// See public_connection.hpp.
+#include "public_connection.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ssl/stream.hpp>
+
+#include "protocol/relay.hpp"
+#include "tls.hpp"
+
+namespace socketmaster::server {
+
+namespace {
+
+std::uint64_t next_connection_id = 1;  // the master is single-threaded
+
+template <class Client>
+asio::awaitable<void> dispatch(registry& reg, std::string listener_key, Client& client, const connection_info& info) {
+  auto it = reg.listeners().find(listener_key);
+  if (it == reg.listeners().end()) co_return;
+  if (it->second.http) {
+    co_await route_http(reg, listener_key, client, info);
+  } else {
+    // A raw TCP listener has exactly one route: the pool of every registration on it.
+    auto route_id = it->second.routes.match("", "");
+    if (!route_id) co_return;
+    co_await relay_tcp(reg, *route_id, client, info);
+  }
+}
+
+// Counts a public connection as active for as long as its coroutine lives (drain waits for zero).
+struct active_guard {
+  explicit active_guard(registry& r) : reg(r) { ++reg.stats().active_connections; }
+  ~active_guard() { --reg.stats().active_connections; }
+  registry& reg;
+};
+
+asio::awaitable<void> serve(registry& reg, std::string listener_key, asio::ip::tcp::socket socket) {
+  active_guard active(reg);
+  connection_info info;
+  std::error_code ec;
+  info.client = socket.remote_endpoint(ec);
+  info.local = socket.local_endpoint(ec);
+  info.id = next_connection_id++;
+  auto it = reg.listeners().find(listener_key);
+  if (it == reg.listeners().end()) co_return;
+  if (!it->second.tls) {
+    co_await dispatch(reg, listener_key, socket, info);
+    co_return;
+  }
+  info.tls = true;
+  auto context = it->second.certificates->handshake_context();
+  if (!context) co_return;
+  asio::ssl::stream<asio::ip::tcp::socket> tls(std::move(socket), *context);
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(tls.get_executor(), reg.config().header_timeout);
+  auto outcome = co_await (tls.async_handshake(asio::ssl::stream_base::server, use_tuple) || deadline.async_wait(use_tuple));
+  if (outcome.index() == 1 || std::get<0>(outcome) != std::tuple<std::error_code>{}) {
+    reg.log().debug("conn ", info.id, " from ", info.client, ": TLS handshake failed");
+    co_return;
+  }
+  co_await dispatch(reg, listener_key, tls, info);
+}
+
+}  // namespace
+
+void serve_public_connection(registry& reg, listener_info& listener, asio::ip::tcp::socket socket) {
+  auto ex = socket.get_executor();
+  asio::co_spawn(ex, serve(reg, listener.key, std::move(socket)), [&reg](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      reg.log().error("public connection failed unexpectedly: ", x.what());
+    }
+  });
+}
+
+}  // namespace socketmaster::server

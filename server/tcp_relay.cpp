@@ -1,0 +1,34 @@
+// Raw TCP routes: each public connection becomes one stream to one pool member (queued during
+// grace), with an optional PROXY v2 header first, then bytes both ways with FIN for FIN.
+#include <asio/ssl/stream.hpp>
+
+#include "protocol/proxy_header.hpp"
+#include "public_connection.hpp"
+#include "protocol/relay.hpp"
+
+namespace socketmaster::server {
+
+template <class Client>
+asio::awaitable<void> relay_tcp(registry& reg, std::uint64_t route_id, Client& client, const connection_info& info) {
+  auto got = co_await reg.acquire(route_id);
+  if (got.status != acquire_status::ok) {
+    reg.log().info("conn ", info.id, " from ", info.client, ": no service for the raw TCP route (",
+                   got.status == acquire_status::queue_full ? "queue full" : "grace over", "); closing");
+    co_return;
+  }
+  auto& backend = got.stream;
+  if (got.proxy_protocol) {
+    const auto header = encode_proxy_v2(info.client, info.local);
+    auto [ec, n] = co_await asio::async_write(backend, asio::buffer(header), use_tuple);
+    if (ec) co_return;
+  }
+  auto result = co_await tunnel(client, backend);
+  reg.log().debug("conn ", info.id, " closed: ", result.a_to_b, " bytes up, ", result.b_to_a, " down",
+                  result.error ? " (" + result.error.message() + ")" : "");
+}
+
+template asio::awaitable<void> relay_tcp(registry&, std::uint64_t, asio::ip::tcp::socket&, const connection_info&);
+template asio::awaitable<void> relay_tcp(registry&, std::uint64_t, asio::ssl::stream<asio::ip::tcp::socket>&,
+                                         const connection_info&);
+
+}  // namespace socketmaster::server
