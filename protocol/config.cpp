@@ -13,6 +13,7 @@ std::error_code config::validate(const char** what) const {
   };
   if (accept_backlog == 0) return bad("accept_backlog must be positive");
   if (max_streams == 0) return bad("max_streams must be positive");
+  if (max_unacknowledged_opens == 0) return bad("max_unacknowledged_opens must be positive");
   if (enable_keepalive && keepalive_interval.count() <= 0) return bad("keepalive_interval must be positive");
   if (write_timeout.count() <= 0) return bad("write_timeout must be positive");
   if (initial_stream_window < yamux::initial_stream_window)

@@ -12,6 +12,9 @@ namespace socketmaster::yamux {
 struct config {
   // Streams the peer opened that wait for async_accept; one more is refused with RST.
   std::size_t accept_backlog = 256;
+  // Streams we opened whose SYN the peer has not answered yet; further opens wait (their SYN and
+  // data are held back) until an ACK or RST comes back. hashicorp/yamux uses its backlog, 256.
+  std::size_t max_unacknowledged_opens = 256;
   // Streams open at once (both directions); a SYN beyond this is refused with RST.
   std::size_t max_streams = 65536;
   // Send a ping every keepalive_interval; an unanswered one ends the session.

@@ -88,7 +88,9 @@ void session_core::erase_stream(std::uint32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   window_growth_ -= it->second->recv_window_size - config_.initial_stream_window;
+  auto gone = std::move(it->second);
   streams_.erase(it);
+  opened_stream_answered(*gone);  // an id that leaves unanswered must not hold a slot forever
 }
 
 stream_state* session_core::open(std::error_code& ec) {
@@ -110,8 +112,35 @@ stream_state* session_core::open(std::error_code& ec) {
   auto& s = create_stream(id);
   s.pending_flags |= flags::syn;
   s.pending_delta = config_.initial_stream_window - initial_stream_window;
-  queue_control(s);
+  // Like hashicorp/yamux, keep at most max_unacknowledged_opens SYNs unanswered: a peer that ACKs
+  // when its application accepts is then never asked to queue more than its backlog. Beyond the
+  // limit the stream is usable at once, its SYN (and data) simply wait for an ACK to come back.
+  if (unacknowledged_opens_ < config_.max_unacknowledged_opens) {
+    ++unacknowledged_opens_;
+    s.awaiting_ack = true;
+    queue_control(s);
+  } else {
+    s.syn_deferred = true;
+    deferred_opens_.push_back(id);
+  }
   return &s;
+}
+
+void session_core::opened_stream_answered(stream_state& s) {
+  if (!s.awaiting_ack) return;
+  s.awaiting_ack = false;
+  --unacknowledged_opens_;
+  while (unacknowledged_opens_ < config_.max_unacknowledged_opens && !deferred_opens_.empty()) {
+    stream_state* next = find(deferred_opens_.front());
+    deferred_opens_.pop_front();
+    if (!next || !next->syn_deferred) continue;
+    next->syn_deferred = false;
+    if (next->reset) continue;  // reset before its SYN left: nothing to announce
+    next->awaiting_ack = true;
+    ++unacknowledged_opens_;
+    queue_control(*next);
+    queue_data(*next);
+  }
 }
 
 void session_core::add_accept_op(accept_op* op) {
@@ -270,6 +299,11 @@ void session_core::reset(stream_state& s) {
   s.recv_buf.clear();
   fail_stream_ops(s, make_error_code(errc::stream_reset));
   if (closed_) return;
+  if (s.syn_deferred) {  // the peer never heard of it
+    s.pending_flags = 0;
+    s.pending_delta = 0;
+    return;
+  }
   s.pending_flags = flags::rst;
   s.pending_delta = 0;
   queue_control(s);
@@ -332,7 +366,7 @@ void session_core::release(stream_state& s) {
       complete_write(s, asio::error::operation_aborted, 0);
     }
   }
-  if (closed_) {
+  if (closed_ || s.syn_deferred) {  // a deferred stream was never announced: nothing to tell the peer
     erase_stream(s.id);
     return;
   }
@@ -573,6 +607,7 @@ void session_core::handle_payload(std::uint32_t id, std::span<const std::byte> d
 }
 
 void session_core::handle_stream_flags(stream_state& s, std::uint16_t f) {
+  if (f & (flags::ack | flags::rst)) opened_stream_answered(s);
   if ((f & flags::rst) && !s.reset) {
     s.reset = true;
     s.recv_buf.clear();
@@ -666,7 +701,7 @@ void session_core::queue_control(stream_state& s) {
 }
 
 void session_core::queue_data(stream_state& s) {
-  if (s.in_data_queue || closed_ || !s.write_op || s.write_in_flight || s.send_window == 0) return;
+  if (s.in_data_queue || closed_ || !s.write_op || s.write_in_flight || s.send_window == 0 || s.syn_deferred) return;
   s.in_data_queue = true;
   data_queue_.push_back(s.id);
   notify_writer();
@@ -701,6 +736,7 @@ void session_core::push_header(const frame_header& h) {
 }
 
 void session_core::emit_stream_control(stream_state& s) {
+  if (s.syn_deferred) return;  // everything waits for its SYN; opened_stream_answered() requeues it
   if (s.pending_flags == 0 && s.pending_delta == 0) {
     finish_if_done(s);
     return;

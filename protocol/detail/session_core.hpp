@@ -59,6 +59,8 @@ struct stream_state {
   std::uint16_t pending_flags = 0;     // SYN/ACK/FIN/RST to send in the next frame for this stream
   std::uint32_t pending_delta = 0;     // window update to send
   bool fin_sent = false;
+  bool awaiting_ack = false;           // we opened it; its SYN went out and no ACK/RST came back yet
+  bool syn_deferred = false;           // we opened it; its SYN waits for a free unacknowledged slot
   bool fin_after_write = false;        // shutdown_send() while a write was in flight
   bool in_control_queue = false;
   bool in_data_queue = false;
@@ -146,6 +148,7 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void handle_stream_flags(stream_state& s, std::uint16_t f);
   void incoming_syn(const frame_header& h);
   void hand_over(stream_state& s, accept_op* op);
+  void opened_stream_answered(stream_state& s);
   void handle_ping(const frame_header& h);
   void handle_go_away(const frame_header& h);
   void fail(std::error_code ec, go_away_code code);
@@ -174,6 +177,8 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   std::deque<stream_state*> backlog_;  // opened by the peer, not yet accepted
   std::deque<accept_op*> accept_ops_;
   std::uint32_t next_id_;
+  std::size_t unacknowledged_opens_ = 0;
+  std::deque<std::uint32_t> deferred_opens_;
   std::size_t window_growth_ = 0;  // sum over streams of recv_window_size - initial
 
   frame_reader reader_;

@@ -519,13 +519,40 @@ TEST_CASE("C++ client, Go server: a stream we open after Go sent GoAway is refus
   expect_ok(go.finish(), "OK served=2");  // the PING and GOAWAY streams; the refused one never was
 }
 
+TEST_CASE("C++ client, Go server: a burst of 2,048 opens is paced by ACKs, none refused") {
+  // At most max_unacknowledged_opens (256, Go's backlog) of our SYNs are unanswered at a time; Go
+  // ACKs as its application accepts, so its backlog never overflows.
+  constexpr int streams = 2048;
+  int echoed = 0;
+  const auto go = with_go_server({}, {}, [&](yamux::session& session) -> asio::awaitable<void> {
+    std::vector<yamux::stream> opened;
+    for (int i = 0; i < streams; ++i) opened.push_back(session.open());
+    const auto failures = co_await run_all(streams, [&](int i) -> asio::awaitable<std::string> {
+      auto& s = opened[static_cast<std::size_t>(i)];
+      auto [wec, wn] = co_await asio::async_write(s, asio::buffer(std::string("ECHO 1\nx")), use_tuple);
+      auto [reply, rec] = co_await read_reply(s);
+      if (!wec && !rec && reply == "x") {
+        ++echoed;
+        co_return std::string();
+      }
+      co_return "stream " + std::to_string(s.id()) + ": write " + wec.message() + ", read " + rec.message() +
+                ", got \"" + reply + "\"";
+    });
+    CHECK_MESSAGE(failures.empty(), first_of(failures));
+  });
+  CHECK(echoed == streams);
+  expect_ok(go, "OK served=" + std::to_string(streams));
+}
+
 TEST_CASE("C++ client, Go server: SYNs beyond Go's accept backlog are refused with RST: stream_reset") {
-  // 2,048 bare SYNs in one burst: Go's read loop queues them far faster than its accept loop (one
-  // ACK written per stream) takes them, so its 256-stream accept backlog overflows. Every stream
-  // then either echoes a byte (accepted) or fails with stream_reset (refused).
+  // With our pacing switched off, 2,048 bare SYNs in one burst: Go's read loop queues them far
+  // faster than its accept loop takes them, so its 256-stream accept backlog overflows. Every
+  // stream then either echoes a byte (accepted) or fails with stream_reset (refused).
   constexpr int streams = 2048;
   int refused = 0, echoed = 0;
-  const auto go = with_go_server({}, {}, [&](yamux::session& session) -> asio::awaitable<void> {
+  yamux::config unpaced;
+  unpaced.max_unacknowledged_opens = streams;
+  const auto go = with_go_server({}, unpaced, [&](yamux::session& session) -> asio::awaitable<void> {
     std::vector<yamux::stream> opened;
     for (int i = 0; i < streams; ++i) opened.push_back(session.open());
     const auto failures = co_await run_all(streams, [&](int i) -> asio::awaitable<std::string> {

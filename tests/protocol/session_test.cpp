@@ -261,6 +261,40 @@ TEST_CASE("backlog overflow is answered with RST") {
   });
 }
 
+TEST_CASE("opens beyond the unacknowledged limit wait for ACKs instead of overflowing the peer's backlog") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    config opener, acceptor;
+    opener.max_unacknowledged_opens = 2;
+    acceptor.accept_backlog = 2;
+    auto [client, server] = make_sessions(io, opener, acceptor);
+    std::vector<stream> opened;
+    for (int i = 0; i < 6; ++i) {
+      opened.push_back(client.open());
+      // Writes on a stream whose SYN is held back complete once it may go out.
+      asio::co_spawn(io, asio::async_write(opened.back(), asio::buffer("x", 1), asio::use_awaitable), asio::detached);
+    }
+    // The acceptor takes one stream per round trip; a backlog of 2 would have refused 4 of them.
+    std::vector<stream> accepted;
+    for (int i = 0; i < 6; ++i) {
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      std::array<char, 1> b;
+      auto [rec, n] = co_await asio::async_read(s, asio::buffer(b), use_tuple);
+      CHECK_FALSE(rec);
+      CHECK(b[0] == 'x');
+      accepted.push_back(std::move(s));
+      co_await client.async_ping(asio::use_awaitable);
+    }
+    for (auto& s : opened) {
+      std::array<char, 1> b;
+      asio::steady_timer t(io, 50ms);
+      // None was reset: a read just waits (and is cancelled by the timer).
+      auto r = co_await (s.async_read_some(asio::buffer(b), use_tuple) || t.async_wait(use_tuple));
+      CHECK(r.index() == 1);
+    }
+  });
+}
+
 TEST_CASE("a sender stops at the receiver's window and resumes when it reads") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [client, server] = make_sessions(io);
