@@ -6,10 +6,13 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/signal_set.hpp>
 
+#include <charconv>
+#include <fstream>
 #include <iostream>
 
 #include "protocol/proxy_header.hpp"
@@ -38,16 +41,51 @@ backend_address parse_backend(const std::string& text) {
   std::string host = text.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   if (host == "localhost") host = "127.0.0.1";
-  b.tcp = {asio::ip::make_address(host), static_cast<std::uint16_t>(std::stoul(text.substr(colon + 1)))};
+  std::error_code ec;
+  const auto ip = asio::ip::make_address(host, ec);
+  unsigned port = 0;
+  const auto digits = std::string_view(text).substr(colon + 1);
+  const auto [end, pec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  if (ec || pec != std::errc{} || end != digits.data() + digits.size() || port == 0 || port > 65535)
+    throw CLI::ValidationError("--backend", "expected host:port with an IP address (or localhost), or a Unix socket path");
+  b.tcp = {ip, static_cast<std::uint16_t>(port)};
   return b;
 }
 
-template <class Backend>
-asio::awaitable<void> forward(client::stream s, Backend backend, bool send_proxy_header) {
+// How long connecting to the backend may take before the stream is reset.
+constexpr std::chrono::seconds backend_connect_timeout{10};
+
+template <class Socket, class Endpoint>
+asio::awaitable<std::error_code> connect_backend(Socket& b, const Endpoint& ep) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer limit(b.get_executor(), backend_connect_timeout);
+  auto r = co_await (b.async_connect(ep, use_tuple) || limit.async_wait(use_tuple));
+  if (r.index() == 1) co_return std::make_error_code(std::errc::timed_out);
+  co_return std::get<0>(std::get<0>(r));
+}
+
+// One stream: its own connection to the backend (so a slow backend never holds up the accept
+// loop), the PROXY v2 header when asked, then bytes both ways until both sides are done.
+template <class Backend, class Endpoint>
+asio::awaitable<void> forward(client::stream s, Backend backend, Endpoint target, bool send_proxy_header, logger& log) {
+  if (auto ec = co_await connect_backend(backend, target)) {
+    log.warn("stream from ", s.remote_endpoint(), ": backend ", target, " unreachable: ", ec.message());
+    s.reset();
+    co_return;
+  }
+  if constexpr (std::is_same_v<Backend, asio::ip::tcp::socket>) {
+    std::error_code ignored;
+    backend.set_option(asio::ip::tcp::no_delay(true), ignored);
+  }
   if (send_proxy_header) {
-    const auto header = encode_proxy_v2(s.remote_endpoint(), s.local_endpoint());
+    // No client address known (the definition asked for none, or the master sent LOCAL): say so.
+    const bool known = s.remote_endpoint() != asio::ip::tcp::endpoint{};
+    const auto header = known ? encode_proxy_v2(s.remote_endpoint(), s.local_endpoint()) : encode_proxy_v2_local();
     auto [ec, n] = co_await asio::async_write(backend, asio::buffer(header), use_tuple);
-    if (ec) co_return;
+    if (ec) {
+      s.reset();
+      co_return;
+    }
   }
   co_await tunnel(s, backend);
 }
@@ -57,30 +95,15 @@ asio::awaitable<void> serve(client::listener& l, backend_address target, bool pr
   for (;;) {
     auto [ec, s] = co_await l.async_accept(use_tuple);
     if (ec) {
-      if (l.error()) log.error("listener ended: ", l.error().message());
+      if (l.error() && l.error() != asio::error::operation_aborted) log.error("listener ended: ", l.failure().message);
       co_return;
     }
-    if (target.unix_socket) {
-      asio::local::stream_protocol::socket b(ex);
-      auto [cec] = co_await b.async_connect(asio::local::stream_protocol::endpoint(target.path), use_tuple);
-      if (cec) {
-        log.warn("backend ", target.path, " unreachable: ", cec.message());
-        s.reset();
-        continue;
-      }
-      asio::co_spawn(ex, forward(std::move(s), std::move(b), proxy_header), asio::detached);
-    } else {
-      asio::ip::tcp::socket b(ex);
-      auto [cec] = co_await b.async_connect(target.tcp, use_tuple);
-      if (cec) {
-        log.warn("backend ", target.tcp, " unreachable: ", cec.message());
-        s.reset();
-        continue;
-      }
-      std::error_code nd;
-      b.set_option(asio::ip::tcp::no_delay(true), nd);
-      asio::co_spawn(ex, forward(std::move(s), std::move(b), proxy_header), asio::detached);
-    }
+    if (target.unix_socket)
+      asio::co_spawn(ex, forward(std::move(s), asio::local::stream_protocol::socket(ex),
+                                 asio::local::stream_protocol::endpoint(target.path), proxy_header, log),
+                     asio::detached);
+    else
+      asio::co_spawn(ex, forward(std::move(s), asio::ip::tcp::socket(ex), target.tcp, proxy_header, log), asio::detached);
   }
 }
 
@@ -94,7 +117,9 @@ int main(int argc, char** argv) {
   bool http = false, proxy_to_backend = false;
   double drain_seconds = 30;
   app.add_option("--master", opts.master_address, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
-  app.add_option("--token", opts.token, "Shared token (default $SOCKETMASTER_TOKEN)");
+  app.add_option("--token", opts.token, "Shared token (default $SOCKETMASTER_TOKEN; prefer --token-file: argv is public)");
+  std::string token_file;
+  app.add_option("--token-file", token_file, "File whose first line is the shared token");
   app.add_option("--address", def.address, "Interface for the public listener (empty = all)");
   app.add_option("--port", def.port, "Public port (0 = the master picks)")->required();
   app.add_flag("--http", http, "Route HTTP by domain and path (implied by --domain or --path)");
@@ -109,6 +134,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     target = parse_backend(backend);
+    if (!token_file.empty()) {
+      std::ifstream f(token_file);
+      if (!f || !std::getline(f, opts.token)) throw CLI::ValidationError("--token-file", "cannot read " + token_file);
+      while (!opts.token.empty() && (opts.token.back() == '\r' || opts.token.back() == ' ')) opts.token.pop_back();
+    }
     if (http || !domain.empty() || !path.empty()) def.http = http_route{domain, path};
     if (!cert.empty() || !key.empty()) def.tls = client::load_certificate(cert, key);
   } catch (const CLI::ParseError& e) {
@@ -119,6 +149,9 @@ int main(int argc, char** argv) {
   }
   logger log(std::cerr);
   opts.log = &log;
+  // One stdout line per registration, the first and each one after a master restart: scripts wait
+  // for it, and with --port 0 the address may change.
+  opts.on_registered = [](std::uint64_t, const std::string& bound) { std::cout << "listening " << bound << std::endl; };
   asio::io_context io(1);
   client::listen_error error;
   auto l = client::listen(io, def, opts, error);
@@ -126,7 +159,6 @@ int main(int argc, char** argv) {
     log.error("registration failed: ", error.message);
     return 1;
   }
-  std::cout << "listening " << l.bound_address() << std::endl;
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](std::error_code ec, int) {
     if (ec) return;
@@ -135,9 +167,15 @@ int main(int argc, char** argv) {
       io.stop();
     });
   });
-  asio::co_spawn(io, serve(l, target, proxy_to_backend, log), [&](std::exception_ptr) {
-    if (l.error()) io.stop();
+  bool rejected = false;
+  asio::co_spawn(io, serve(l, target, proxy_to_backend, log), [&](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);  // a bug: let it end the process loudly
+    // A permanent rejection during a reconnect ends us; a drain ends through its own handler.
+    if (l.error() && l.error() != asio::error::operation_aborted) {
+      rejected = true;
+      io.stop();
+    }
   });
   io.run();
-  return l.error() ? 1 : 0;
+  return rejected ? 1 : 0;
 }

@@ -2,10 +2,14 @@
 // stripping, reconnect with jittered exponential backoff, drain. See socketmaster/client.hpp.
 #include "socketmaster/client.hpp"
 
+#include <charconv>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
+#include <string_view>
 
+#include <asio/cancellation_state.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/local/stream_protocol.hpp>
@@ -52,7 +56,27 @@ std::error_code to_error(rejection_code c) {
   return std::make_error_code(std::errc::io_error);
 }
 
+// "65535" → 65535; anything else (empty, signs, spaces, > 65535) → nullopt.
+std::optional<std::uint16_t> parse_port(std::string_view text) {
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size() || text.empty() || value > 65535) return std::nullopt;
+  return static_cast<std::uint16_t>(value);
+}
+
 }  // namespace
+
+std::error_code options::validate(const char** what) const {
+  const auto bad = [&](const char* name) {
+    if (what) *what = name;
+    return make_error_code(errc::invalid_config);
+  };
+  if (connect_timeout.count() <= 0) return bad("connect_timeout must be positive");
+  if (reconnect_min.count() <= 0) return bad("reconnect_min must be positive");
+  if (reconnect_max < reconnect_min) return bad("reconnect_max must be at least reconnect_min");
+  if (proxy_header_timeout.count() <= 0) return bad("proxy_header_timeout must be positive");
+  return yamux.validate(what);
+}
 
 std::string load_pem_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -70,7 +94,7 @@ namespace detail {
 
 struct listener_state {
   listener_state(asio::any_io_executor e, socket_definition d, options o)
-      : ex(std::move(e)), def(std::move(d)), opts(std::move(o)), session_ready(ex), backoff(ex) {
+      : ex(std::move(e)), def(std::move(d)), opts(std::move(o)), session_ready(ex), backoff(ex), connect_deadline(ex) {
     session_ready.expires_at(asio::steady_timer::time_point::max());
   }
   asio::any_io_executor ex;
@@ -84,7 +108,9 @@ struct listener_state {
   std::uint64_t registration_id = 0;
   asio::steady_timer session_ready;  // cancelled to wake accepters when a session is (re)established or we stop
   asio::steady_timer backoff;
-  std::error_code error;  // set once the listener has given up
+  // Bounds the connect + handshake in progress (never two at once); close() cancels it.
+  asio::steady_timer connect_deadline;
+  listen_error failure;  // set once the listener has given up
   bool draining = false;
   bool closed = false;
 
@@ -92,7 +118,22 @@ struct listener_state {
     session_ready.cancel();
     session_ready.expires_at(asio::steady_timer::time_point::max());
   }
+  // Stops everything that could keep the listener alive: backoff, a connect in progress, waiters.
+  void stop(listen_error why) {
+    if (!failure.code) failure = std::move(why);
+    closed = true;
+    backoff.cancel();
+    connect_deadline.cancel();
+    wake_accepters();
+  }
+  void registered(const handshake_accepted& accepted) {
+    registration_id = accepted.registration_id;
+    bound_address = accepted.bound_address;
+    if (opts.on_registered) opts.on_registered(registration_id, bound_address);
+  }
 };
+
+const asio::any_io_executor& executor_of(const listener_state& st) { return st.ex; }
 
 namespace {
 
@@ -154,18 +195,20 @@ asio::awaitable<handshake_outcome> handshake_over(listener_state& st, Socket soc
 }
 
 asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
-  asio::steady_timer deadline(st.ex, st.opts.connect_timeout);
+  auto& deadline = st.connect_deadline;
+  deadline.expires_after(st.opts.connect_timeout);
   const std::string& addr = st.opts.master_address;
+  handshake_outcome out;
+  const auto failed = [&](std::error_code ec, bool timed_out) {
+    if (timed_out) ec = st.closed || st.draining ? asio::error::operation_aborted : std::make_error_code(std::errc::timed_out);
+    out.error = {ec, "cannot connect to the master at " + addr + ": " + (timed_out ? std::string("timed out") : ec.message())};
+    return out;
+  };
   if (addr.find('/') != std::string::npos) {
     asio::local::stream_protocol::socket sock(st.ex);
     auto c = co_await (sock.async_connect(asio::local::stream_protocol::endpoint(addr), use_tuple) ||
                        deadline.async_wait(use_tuple));
-    if (c.index() == 1 || std::get<0>(std::get<0>(c))) {
-      handshake_outcome out;
-      out.error = {c.index() == 1 ? std::make_error_code(std::errc::timed_out) : std::get<0>(std::get<0>(c)),
-                   "cannot connect to the master at " + addr};
-      co_return out;
-    }
+    if (c.index() == 1 || std::get<0>(std::get<0>(c))) co_return failed(c.index() == 0 ? std::get<0>(std::get<0>(c)) : std::error_code{}, c.index() == 1);
     co_return co_await handshake_over(st, std::move(sock), deadline);
   }
   const auto colon = addr.rfind(':');
@@ -174,21 +217,15 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
   if (host == "localhost") host = "127.0.0.1";
   std::error_code ec;
   const auto ip = asio::ip::make_address(host, ec);
-  handshake_outcome out;
-  if (ec || colon == std::string::npos) {
+  const auto port = colon == std::string::npos ? std::nullopt : parse_port(std::string_view(addr).substr(colon + 1));
+  if (ec || !port) {
     out.error = {std::make_error_code(std::errc::invalid_argument),
                  "the master address '" + addr + "' is not host:port with an IP address, nor a Unix socket path"};
     co_return out;
   }
   asio::ip::tcp::socket sock(st.ex);
-  const asio::ip::tcp::endpoint ep(ip, static_cast<std::uint16_t>(std::stoul(addr.substr(colon + 1))));
-  auto c = co_await (sock.async_connect(ep, use_tuple) || deadline.async_wait(use_tuple));
-  if (c.index() == 1 || std::get<0>(std::get<0>(c))) {
-    out.error = {c.index() == 1 ? std::make_error_code(std::errc::timed_out) : std::get<0>(std::get<0>(c)),
-                 "cannot connect to the master at " + addr +
-                     (c.index() == 1 ? std::string(": timed out") : ": " + std::get<0>(std::get<0>(c)).message())};
-    co_return out;
-  }
+  auto c = co_await (sock.async_connect({ip, *port}, use_tuple) || deadline.async_wait(use_tuple));
+  if (c.index() == 1 || std::get<0>(std::get<0>(c))) co_return failed(c.index() == 0 ? std::get<0>(std::get<0>(c)) : std::error_code{}, c.index() == 1);
   sock.set_option(asio::ip::tcp::no_delay(true), ec);
   co_return co_await handshake_over(st, std::move(sock), deadline);
 }
@@ -203,7 +240,9 @@ asio::awaitable<void> supervise(std::shared_ptr<listener_state> st) {
       co_await s->async_wait_closed(use_tuple);
       if (st->session == s) st->session.reset();
       if (st->closed || st->draining) co_return;
-      st->log().warn("registration ", st->registration_id, ": connection to the master lost; reconnecting");
+      st->log().warn("registration ", st->registration_id, ": connection to the master lost (",
+                     s->close_reason().message(), "); reconnecting");
+      st->wake_accepters();  // accepters parked on the old session look again
     }
     // Jittered exponential backoff: spread a fleet of services that lost the same master.
     const auto base = std::min<std::int64_t>(st->opts.reconnect_max.count(),
@@ -214,21 +253,18 @@ asio::awaitable<void> supervise(std::shared_ptr<listener_state> st) {
     if (st->closed || st->draining) co_return;
     ++attempt;
     auto out = co_await connect_and_register(*st);
-    if (st->closed || st->draining) co_return;
+    if (st->closed || st->draining) co_return;  // out.session, if any, closes as it goes
     if (out.session) {
       attempt = 0;
       st->session = std::move(out.session);
-      st->registration_id = out.accepted.registration_id;
-      st->bound_address = out.accepted.bound_address;
-      st->log().info("registration ", st->registration_id, ": registered again on ", st->bound_address);
+      st->log().info("registration ", out.accepted.registration_id, ": registered again on ", out.accepted.bound_address);
+      st->registered(out.accepted);
       st->wake_accepters();
       continue;
     }
     if (out.error.rejection && permanent(*out.error.rejection)) {
       st->log().error("registration rejected for good (", to_string(*out.error.rejection), "): ", out.error.message);
-      st->error = out.error.code;
-      st->closed = true;
-      st->wake_accepters();
+      st->stop(std::move(out.error));
       co_return;
     }
     st->log().info("reconnect attempt ", attempt, " failed: ", out.error.message);
@@ -247,98 +283,160 @@ asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(
     if (const char* env = std::getenv("SOCKETMASTER_TOKEN")) opts.token = env;
   def.proxy_protocol = def.proxy_protocol || opts.proxy_protocol;
   const char* what = nullptr;
-  if (auto ec = opts.yamux.validate(&what))
-    co_return std::pair{listen_error{ec, std::string("invalid yamux option: ") + what}, nullptr};
+  if (auto ec = opts.validate(&what))
+    co_return std::pair{listen_error{ec, std::string("invalid client option: ") + what}, nullptr};
   auto st = std::make_shared<listener_state>(ex, std::move(def), std::move(opts));
   auto out = co_await connect_and_register(*st);
   if (!out.session) co_return std::pair{std::move(out.error), nullptr};
   st->session = std::move(out.session);
-  st->registration_id = out.accepted.registration_id;
-  st->bound_address = out.accepted.bound_address;
-  st->log().info("registration ", st->registration_id, ": listening on ", st->bound_address);
-  asio::co_spawn(ex, supervise(st), [](std::exception_ptr) {});
+  st->log().info("registration ", out.accepted.registration_id, ": listening on ", out.accepted.bound_address);
+  st->registered(out.accepted);
+  asio::co_spawn(ex, supervise(st), [st](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {  // a bug: say so once, and stop pretending to be registered
+      st->log().error("registration ", st->registration_id, ": reconnect supervisor failed: ", x.what());
+      st->stop({std::make_error_code(std::errc::state_not_recoverable), x.what()});
+    }
+  });
   co_return std::pair{listen_error{}, std::move(st)};
 }
 
-asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st) {
+namespace {
+
+// Reads the PROXY v2 header the master writes first on each stream (16 fixed bytes, then its
+// stated length), within the configured time.
+asio::awaitable<std::optional<proxy_info>> read_proxy_header(listener_state& st, yamux::stream& s) {
+  asio::steady_timer deadline(st.ex, st.opts.proxy_header_timeout);
+  std::vector<std::byte> header(proxy_v2_fixed_bytes);
+  std::size_t have = 0;
   for (;;) {
-    if (st->closed || st->draining)
-      co_return std::pair{st->error ? st->error : std::error_code(asio::error::operation_aborted), stream{}};
+    auto r = co_await (asio::async_read(s, asio::buffer(header.data() + have, header.size() - have), use_tuple) ||
+                       deadline.async_wait(use_tuple));
+    if (r.index() == 1) {
+      st.log().warn("stream ", s.id(), ": no PROXY header from the master in time; dropped");
+      co_return std::nullopt;
+    }
+    if (std::get<0>(std::get<0>(r))) co_return std::nullopt;  // the stream ended first
+    have = header.size();
+    auto parsed = parse_proxy_v2(header);
+    if (parsed.what == proxy_parse_result::kind::complete) co_return parsed.info;
+    if (parsed.what == proxy_parse_result::kind::error) {
+      st.log().warn("stream ", s.id(), ": bad PROXY header from the master (", parsed.error, "); dropped");
+      co_return std::nullopt;
+    }
+    header.resize(parsed.header_bytes);
+  }
+}
+
+bool cancelled(const asio::cancellation_state& cs) { return cs.cancelled() != asio::cancellation_type::none; }
+
+}  // namespace
+
+asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st) {
+  const auto aborted = [&] {
+    return std::pair{st->closed && st->failure.code ? st->failure.code : std::error_code(asio::error::operation_aborted),
+                     stream{}};
+  };
+  for (;;) {
+    if (st->closed) co_return aborted();
     auto session = st->session;
     if (!session || !session->is_open()) {
+      // Draining with no session left: nothing more will come.
+      if (st->draining) co_return aborted();
       // Reconnecting: wait for the supervisor's signal (a cancelled wait is the wake-up).
       co_await st->session_ready.async_wait(use_tuple);
-      auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none)
-        co_return std::pair{std::error_code(asio::error::operation_aborted), stream{}};
+      if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::pair{std::error_code(asio::error::operation_aborted), stream{}};
       continue;
     }
+    // Also while draining: streams the master opened before it saw our GoAway are still ours to
+    // serve; the session refuses later ones, and the drain closes it once everything is done.
     auto [ec, s] = co_await session->async_accept(use_tuple);
-    if (ec == asio::error::operation_aborted) co_return std::pair{ec, stream{}};
-    if (ec) continue;  // the session ended; the supervisor reconnects
+    if (cancelled(co_await asio::this_coro::cancellation_state)) {
+      if (!ec) s.reset();  // taken from the session just as the caller gave up: refuse it
+      co_return std::pair{std::error_code(asio::error::operation_aborted), stream{}};
+    }
+    if (ec) continue;  // the session ended: the supervisor reconnects (or we were closed)
     asio::ip::tcp::endpoint remote, local;
     if (st->def.proxy_protocol) {
-      // The master writes the PROXY v2 header first: 16 fixed bytes, then its stated length.
-      std::vector<std::byte> header(16);
-      auto [rec, rn] = co_await asio::async_read(s, asio::buffer(header), use_tuple);
-      if (rec) continue;
-      auto parsed = parse_proxy_v2(header);
-      if (parsed.what == proxy_parse_result::kind::need_more) {
-        header.resize(parsed.header_bytes);
-        auto [rec2, rn2] = co_await asio::async_read(s, asio::buffer(header.data() + 16, header.size() - 16), use_tuple);
-        if (rec2) continue;
-        parsed = parse_proxy_v2(header);
-      }
-      if (parsed.what != proxy_parse_result::kind::complete) {
-        st->log().warn("stream ", s.id(), ": bad PROXY header from the master (", parsed.error, "); dropped");
+      // A caller giving up now would lose this stream: finish reading its header first.
+      co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+      auto info = co_await read_proxy_header(*st, s);
+      co_await asio::this_coro::reset_cancellation_state();
+      if (!info) {
         s.reset();
         continue;
       }
-      remote = parsed.info.source;
-      local = parsed.info.destination;
+      if (!info->local) {
+        remote = info->source;
+        local = info->destination;
+      }
     }
     co_return std::pair{std::error_code{}, stream(std::move(s), remote, local)};
   }
 }
 
-asio::awaitable<std::error_code> drain(std::shared_ptr<listener_state> st, std::chrono::milliseconds deadline) {
-  st->draining = true;
-  st->backoff.cancel();
-  st->wake_accepters();
-  auto session = st->session;
-  if (!session) co_return std::error_code{};
-  session->go_away();
-  st->log().info("registration ", st->registration_id, ": draining, ", session->stream_count(), " streams open");
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  asio::steady_timer tick(st->ex);
-  while (session->is_open() && session->stream_count() > 0 && std::chrono::steady_clock::now() < until) {
-    tick.expires_after(std::chrono::milliseconds(20));
-    co_await tick.async_wait(use_tuple);
+void begin_drain(listener_state& st) {
+  if (st.draining || st.closed) return;
+  st.draining = true;
+  st.backoff.cancel();
+  st.connect_deadline.cancel();
+  st.wake_accepters();
+  if (st.session && st.session->is_open()) {
+    st.session->go_away();
+    st.log().info("registration ", st.registration_id, ": draining, ", st.session->stream_count(), " streams open");
   }
-  const auto left = session->stream_count();
-  session->close();
-  st->closed = true;
-  if (left) st->log().warn("registration ", st->registration_id, ": drain deadline reached, ", left, " streams cut");
-  co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> finish_drain(std::shared_ptr<listener_state> st, std::chrono::milliseconds deadline) {
+  std::error_code result;
+  if (auto session = st->session; session && session->is_open() && !st->closed) {
+    const auto until = std::chrono::steady_clock::now() + deadline;
+    // The GoAway went out before this ping: once the answer is back, the master has seen it and
+    // every stream it opened before that has arrived (refused or in the accept backlog).
+    asio::steady_timer limit(st->ex, deadline);
+    co_await (session->async_ping(use_tuple) || limit.async_wait(use_tuple));
+    // TODO(drain-wakeup): the session has no "stream count changed" signal; poll it.
+    asio::steady_timer tick(st->ex);
+    while (session->is_open() && session->stream_count() > 0 && std::chrono::steady_clock::now() < until) {
+      tick.expires_after(std::chrono::milliseconds(10));
+      co_await tick.async_wait(use_tuple);
+    }
+    if (const auto left = session->is_open() ? session->stream_count() : 0) {
+      st->log().warn("registration ", st->registration_id, ": drain deadline reached, ", left, " streams cut");
+      result = std::make_error_code(std::errc::timed_out);
+    } else {
+      st->log().info("registration ", st->registration_id, ": drained");
+    }
+    session->close();
+  }
+  st->stop({asio::error::operation_aborted, "the listener was drained"});
+  co_return result;
 }
 
 }  // namespace detail
 
-listener::~listener() {
-  if (state_) close();
+listener& listener::operator=(listener&& other) noexcept {
+  if (this != &other) {
+    close();
+    state_ = std::move(other.state_);
+  }
+  return *this;
 }
+
+listener::~listener() { close(); }
 
 listener::executor_type listener::get_executor() const { return state_->ex; }
 std::string listener::bound_address() const { return state_ ? state_->bound_address : std::string{}; }
 std::uint64_t listener::registration_id() const { return state_ ? state_->registration_id : 0; }
 bool listener::connected() const { return state_ && state_->session && state_->session->is_open(); }
-std::error_code listener::error() const { return state_ ? state_->error : std::error_code{}; }
+std::error_code listener::error() const { return state_ ? state_->failure.code : std::error_code{}; }
+listen_error listener::failure() const { return state_ ? state_->failure : listen_error{}; }
 
 void listener::close() {
   if (!state_) return;
-  state_->closed = true;
-  state_->backoff.cancel();
-  state_->wake_accepters();
+  state_->stop({asio::error::operation_aborted, "the listener was closed"});
   if (state_->session) state_->session->close();
 }
 
@@ -353,6 +451,7 @@ listener listen(asio::io_context& io, const socket_definition& def, const option
   // Drive the io_context just until the handshake is answered; the caller runs it afterwards.
   while (!done && !io.stopped()) io.run_one();
   if (io.stopped()) io.restart();
+  if (!done) error = {asio::error::operation_aborted, "the io_context was stopped before the master answered"};
   return result;
 }
 

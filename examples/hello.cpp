@@ -1,13 +1,17 @@
 // hello: a small HTTP/1.1 keep-alive service behind socketmaster, the example of the README.
 //
 //   hello --port 8000 --path /a --text "From A"       registers through the SDK (empty = any)
+//   hello --port 8443 --domain a.test --tls-cert a.pem --tls-key a.key    the master terminates TLS
 //   hello --listen 127.0.0.1:8080 --text hi           serves the same handler on a plain TCP port
 //
 // GET /bytes/N answers N bytes; /ws upgrades to a WebSocket echo; any other path answers the text,
-// the path and the client's address. SIGTERM drains: the master gets no new streams, open ones
-// finish, then the process exits.
+// the path and the client's address. Prints "listening ADDR" on stdout at each registration.
+// SIGTERM drains: the master gets no new streams, kept-alive connections waiting for their next
+// request are closed, requests in flight finish, then the process exits.
 #include <CLI/CLI.hpp>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
@@ -19,6 +23,7 @@
 
 #include <iostream>
 #include <optional>
+#include <set>
 
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
@@ -118,14 +123,39 @@ asio::awaitable<void> websocket_echo(Stream& s) {
   }
 }
 
+// Connections waiting for their next request, so a drain can close them at once instead of
+// waiting for the client (or the master's idle limit) to do it. Single-threaded, like the service.
+struct idle_connections {
+  bool draining = false;
+  std::set<asio::cancellation_signal*> waiting;
+
+  void drain() {
+    draining = true;
+    auto all = std::exchange(waiting, {});
+    for (auto* signal : all) signal->emit(asio::cancellation_type::terminal);
+  }
+};
+
 template <class Stream>
-asio::awaitable<void> serve_connection(Stream s, std::string client, const std::string& text, const std::string& prefix) {
+asio::awaitable<void> serve_connection(Stream s, std::string client, const std::string& text, const std::string& prefix,
+                                       idle_connections& idle) {
   std::string buf;
   for (;;) {
     std::size_t head_end;
     while ((head_end = buf.find("\r\n\r\n")) == std::string::npos) {
       if (buf.size() > max_head) co_return;
       char chunk[8192];
+      if (buf.empty()) {
+        // Between requests: the one place a drain may end the connection without losing anything.
+        if (idle.draining) co_return;
+        asio::cancellation_signal signal;
+        idle.waiting.insert(&signal);
+        auto [ec, n] = co_await s.async_read_some(asio::buffer(chunk), asio::bind_cancellation_slot(signal.slot(), use_tuple));
+        idle.waiting.erase(&signal);
+        buf.append(chunk, n);
+        if (ec && n == 0) co_return;
+        continue;
+      }
       auto [ec, n] = co_await s.async_read_some(asio::buffer(chunk), use_tuple);
       buf.append(chunk, n);
       if (ec && n == 0) co_return;
@@ -197,14 +227,17 @@ std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
 
 int main(int argc, char** argv) {
   CLI::App app{"hello: a keep-alive HTTP service, registered with socketmaster or on a plain port"};
-  std::string master, domain, path, text = "Hello from socketmaster", listen_on;
+  std::string master, address, domain, path, text = "Hello from socketmaster", listen_on, cert, key;
   std::uint16_t port = 0;
   double drain_seconds = 10;
   app.add_option("--master", master, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
-  app.add_option("--port", port, "Public port to register");
+  app.add_option("--address", address, "Interface for the public listener (empty = all)");
+  app.add_option("--port", port, "Public port to register (0 = the master picks)");
   app.add_option("--domain", domain, "Domain suffix (empty = any)");
   app.add_option("--path", path, "Path prefix (empty = any)");
   app.add_option("--text", text, "What to answer")->capture_default_str();
+  app.add_option("--tls-cert", cert, "PEM certificate chain: the master terminates TLS with it")->needs(
+      app.add_option("--tls-key", key, "PEM private key for --tls-cert"));
   app.add_option("--listen", listen_on, "Serve on this host:port directly instead of registering");
   app.add_option("--drain-timeout", drain_seconds, "Seconds in-flight requests get after SIGTERM")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -212,6 +245,7 @@ int main(int argc, char** argv) {
   socketmaster::logger log(std::cerr);
   asio::io_context io(1);
   asio::signal_set signals(io, SIGTERM, SIGINT);
+  idle_connections idle;
 
   if (!listen_on.empty()) {
     const auto colon = listen_on.rfind(':');
@@ -227,7 +261,7 @@ int main(int argc, char** argv) {
             std::error_code ignored;
             sock.set_option(asio::ip::tcp::no_delay(true), ignored);
             const auto client = endpoint_text(sock.remote_endpoint(ignored));
-            asio::co_spawn(io, serve_connection(std::move(sock), client, text, std::string{}), asio::detached);
+            asio::co_spawn(io, serve_connection(std::move(sock), client, text, std::string{}, idle), asio::detached);
           }
         },
         asio::detached);
@@ -237,34 +271,49 @@ int main(int argc, char** argv) {
   }
 
   socket_definition def;
+  def.address = address;
   def.port = port;
   def.http = http_route{domain, path};
+  try {
+    if (!cert.empty()) def.tls = client::load_certificate(cert, key);
+  } catch (const std::exception& e) {
+    std::cerr << "hello: " << e.what() << "\n";
+    return 2;
+  }
   client::options opts;
   opts.master_address = master;
   opts.log = &log;
+  opts.on_registered = [](std::uint64_t, const std::string& bound) { std::cout << "listening " << bound << std::endl; };
   client::listen_error error;
   auto l = client::listen(io, def, opts, error);
   if (error.code) {
     std::cerr << "hello: registration failed: " << error.message << "\n";
     return 1;
   }
-  std::cout << "listening " << l.bound_address() << std::endl;
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
         for (;;) {
           auto [ec, s] = co_await l.async_accept(use_tuple);
-          if (ec) co_return;
+          if (ec) {
+            if (ec != asio::error::operation_aborted) {
+              std::cerr << "hello: " << l.failure().message << "\n";
+              io.stop();
+            }
+            co_return;
+          }
           const auto client = endpoint_text(s.remote_endpoint());
-          asio::co_spawn(io, serve_connection(std::move(s), client, text, path), asio::detached);
+          asio::co_spawn(io, serve_connection(std::move(s), client, text, path, idle), asio::detached);
         }
       },
       asio::detached);
   signals.async_wait([&](std::error_code ec, int) {
     if (ec) return;
+    // GoAway first: it reaches the master before the FINs of the idle connections we close next.
     l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)),
                   [&](std::error_code) { io.stop(); });
+    idle.drain();
   });
   io.run();
-  return 0;
+  return l.error() && l.error() != asio::error::operation_aborted ? 1 : 0;
 }

@@ -194,7 +194,9 @@ class session {
         token);
   }
 
-  // GoAway(normal): the peer may open no more streams; open ones run to their end.
+  // GoAway(normal): the peer may open no more streams; open ones run to their end. Streams the peer
+  // opened before it could see the GoAway are still accepted (a ping sent right after it tells
+  // when the peer has seen it); later ones are refused with RST.
   void go_away() {
     if (core_) core_->go_away(go_away_code::normal);
   }

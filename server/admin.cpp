@@ -72,20 +72,44 @@ std::string render_metrics(const registry& reg) {
     << "socketmaster_queue_rejections_total " << st.queue_rejections << "\n"
     << "# TYPE socketmaster_grace_expired_total counter\n"
     << "socketmaster_grace_expired_total " << st.grace_expired << "\n"
-    << "# TYPE socketmaster_routes gauge\n"
-    << "socketmaster_routes " << reg.routes().size() << "\n"
-    << "# HELP socketmaster_pool_members Live service sessions behind a route.\n"
-    << "# TYPE socketmaster_pool_members gauge\n";
-  for (const auto& [id, r] : reg.routes()) {
-    const auto l = reg.listeners().find(r.listener_key);
-    const std::string where = "listener=\"" + label(l == reg.listeners().end() ? "" : l->second.bound_address) +
-                              "\",route=\"" + label(route_name(r)) + "\"";
-    std::size_t streams = 0;
-    for (const auto& mem : r.members) streams += mem.session->stream_count();
-    m << "socketmaster_pool_members{" << where << "} " << r.members.size() << "\n"
-      << "socketmaster_open_streams{" << where << "} " << streams << "\n"
-      << "socketmaster_queued_connections{" << where << "} " << r.queue.size() << "\n"
-      << "socketmaster_route_in_grace{" << where << "} " << (r.in_grace ? 1 : 0) << "\n";
+    << "# HELP socketmaster_relayed_bytes_total Bytes relayed: HTTP heads as forwarded, bodies, tunnels (when they end).\n"
+    << "# TYPE socketmaster_relayed_bytes_total counter\n"
+    << "socketmaster_relayed_bytes_total{direction=\"to_services\"} " << st.bytes_up << "\n"
+    << "socketmaster_relayed_bytes_total{direction=\"to_clients\"} " << st.bytes_down << "\n"
+    << "# HELP socketmaster_http_responses_total HTTP responses to clients by status class, the master's own included.\n"
+    << "# TYPE socketmaster_http_responses_total counter\n";
+  for (int c = 1; c <= 5; ++c)
+    m << "socketmaster_http_responses_total{class=\"" << c << "xx\"} " << st.http_responses[c] << "\n";
+  m << "# TYPE socketmaster_routes gauge\n"
+    << "socketmaster_routes " << reg.routes().size() << "\n";
+  // Per route, each family as one group, as the exposition format requires.
+  struct family {
+    const char* name;
+    const char* type;
+    const char* help;
+    std::size_t (*value)(const route&);
+  };
+  static constexpr family families[] = {
+      {"socketmaster_pool_members", "gauge", "Live service sessions behind a route.",
+       [](const route& r) { return r.members.size(); }},
+      {"socketmaster_open_streams", "gauge", "Streams open to the route's members.",
+       [](const route& r) {
+         std::size_t streams = 0;
+         for (const auto& mem : r.members) streams += mem.session->stream_count();
+         return streams;
+       }},
+      {"socketmaster_queued_connections", "gauge", "Connections and requests waiting for a member.",
+       [](const route& r) { return r.queue.size(); }},
+      {"socketmaster_route_in_grace", "gauge", "1 while the route has lost its last member and waits for another.",
+       [](const route& r) { return std::size_t{r.in_grace ? 1u : 0u}; }},
+  };
+  for (const auto& f : families) {
+    m << "# HELP " << f.name << " " << f.help << "\n# TYPE " << f.name << " " << f.type << "\n";
+    for (const auto& [id, r] : reg.routes()) {
+      const auto l = reg.listeners().find(r.listener_key);
+      m << f.name << "{listener=\"" << label(l == reg.listeners().end() ? "" : l->second.bound_address) << "\",route=\""
+        << label(route_name(r)) << "\"} " << f.value(r) << "\n";
+    }
   }
   return m.str();
 }

@@ -70,7 +70,11 @@ template <class Socket>
 asio::awaitable<void> reject(const state_ptr& st, Socket& sock, const std::string& peer, rejection_code code, std::string message) {
   ++st->reg.stats().rejections[static_cast<int>(code)];
   st->log.warn("control ", peer, ": rejected (", to_string(code), "): ", message);
-  co_await answer(sock, handshake_rejected{code, std::move(message)});
+  // A named object, not `answer(sock, handshake_rejected{...})`: g++ 12 destroys an aggregate
+  // temporary that is converted (here to the response variant) inside a co_await expression twice,
+  // a double free that killed the master on every unsupportedVersion/unauthorized/timeout rejection.
+  const handshake_response response = handshake_rejected{code, std::move(message)};
+  co_await answer(sock, response);
   std::error_code ec;
   sock.shutdown(asio::socket_base::shutdown_send, ec);
 }

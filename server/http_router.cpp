@@ -2,11 +2,19 @@
 // the connection keeps one stream to a backend and reuses it while consecutive requests go to the
 // same member; pipelined and already-buffered bytes stay in our buffer until their turn. Bodies and
 // responses are forwarded verbatim (responses are parsed only to find where they end). An Upgrade
-// answered with 101 turns the connection into a two-way tunnel.
+// answered with 101 turns the connection into a two-way tunnel. A kept-alive stream can turn out to
+// have been closed by the service meanwhile (an idle timeout), and a member can send GoAway just as
+// a stream to it opens: a request that got no byte of answer that way is sent once more on a new
+// stream when it is idempotent and bodiless (can_resend), instead of becoming a 502.
 //
 // Status codes we produce: 400 (malformed or smuggling shapes), 404 (no route), 408 (head not
 // complete in time), 431 (head too large), 502 (backend failed before answering), 503 (queue full,
 // or grace over with no service back).
+#include <algorithm>
+#include <iterator>
+#include <string_view>
+#include <tuple>
+
 #include <asio/ssl/stream.hpp>
 
 #include "http_codec.hpp"
@@ -62,8 +70,18 @@ class http_connection {
         break;
       }
       reg_.log().debug("conn ", info_.id, ": ", head.method, " ", head.host, head.path, " -> route ", *route_id);
+      body_sent_ = false;
       if (!co_await ensure_backend(*route_id)) break;
-      const auto outcome = co_await exchange(head);
+      auto outcome = co_await exchange(head, true);
+      if (outcome == exchange_result::retry) {
+        reg_.log().debug("conn ", info_.id, ": the service closed stream ", link_.stream.id(),
+                         " without answering; sending the request on another");
+        link_.drop();
+        responses_ = response_parser();  // the failed stream may have left it in error (EOF)
+        out_begin_ = out_end_ = 0;
+        if (!co_await ensure_backend(*route_id)) break;
+        outcome = co_await exchange(head, false);
+      }
       if (outcome == exchange_result::upgraded) {
         co_await tunnel_upgraded();
         break;
@@ -87,7 +105,7 @@ class http_connection {
     int status = 0;
     std::string reason = {};
   };
-  enum class exchange_result { keep_alive, close, upgraded, failed };
+  enum class exchange_result { keep_alive, close, upgraded, failed, retry };
 
   // Reads until a complete request head; 408 if it does not arrive in time.
   asio::awaitable<head_outcome> read_head(bool has_bytes) {
@@ -117,6 +135,7 @@ class http_connection {
 
   asio::awaitable<void> respond_and_close(int status, const std::string& reason) {
     const std::string response = make_error_response(status, reason);
+    ++reg_.stats().http_responses[status / 100];
     co_await asio::async_write(client_, asio::buffer(response), use_tuple);
     co_await half_close(client_);
     reg_.log().debug("conn ", info_.id, " from ", info_.client, ": ", status, " ", reason);
@@ -125,7 +144,8 @@ class http_connection {
   // Reuses the kept-alive stream when it serves the same route and its member still takes work;
   // otherwise asks the registry for a member (queueing during grace).
   asio::awaitable<bool> ensure_backend(std::uint64_t route_id) {
-    if (link_.open() && link_.route_id == route_id && reg_.member_usable(route_id, link_.member_id)) co_return true;
+    link_reused_ = link_.open() && link_.route_id == route_id && reg_.member_usable(route_id, link_.member_id);
+    if (link_reused_) co_return true;
     link_.drop();
     auto got = co_await reg_.acquire(route_id);
     if (got.status == acquire_status::queue_full) {
@@ -149,25 +169,35 @@ class http_connection {
     co_return true;
   }
 
-  // Sends one request (head, then body as it arrives) and relays its response.
-  asio::awaitable<exchange_result> exchange(const request_head& head) {
+  // Sends one request (head, then body as it arrives) and relays its response. With `may_retry`,
+  // a failure that provably left the request unprocessed returns `retry` instead of a 502.
+  asio::awaitable<exchange_result> exchange(const request_head& head, bool may_retry) {
     const bool client_keep_alive = head.keep_alive;
     const std::string method = head.method;
     const std::string serialized =
         serialize_request_head(head, forwarded_headers(head, info_.client.address().to_string(), info_.tls));
+    response_bytes_ = 0;
     auto [wec, wn] = co_await asio::async_write(link_.stream, asio::buffer(serialized), use_tuple);
+    reg_.stats().bytes_up += wn;
     if (wec) {
+      if (may_retry && can_resend(head)) co_return exchange_result::retry;
       link_.drop();
       co_await respond_and_close(502, "the service failed before answering");
       co_return exchange_result::failed;
     }
     responses_.expect(method);
     response_started_ = false;
+    final_head_parsed_ = false;
     request_upgrade_ = false;
     response_upgrade_ = false;
     response_keep_alive_ = true;
-    auto [request_ok, response_ok] = co_await (send_body() && relay_response());
+    bool request_ok = true, response_ok = false;
+    if (body_sent_)  // sent again (a retry): there is no body, and the parser has finished with it
+      response_ok = co_await relay_response();
+    else
+      std::tie(request_ok, response_ok) = co_await (send_body() && relay_response());
     if (!response_ok) {
+      if (may_retry && can_resend(head)) co_return exchange_result::retry;
       if (!response_started_) co_await respond_and_close(502, "the service failed before answering");
       link_.drop();
       co_return exchange_result::failed;
@@ -182,6 +212,20 @@ class http_connection {
     co_return exchange_result::keep_alive;
   }
 
+  // Whether a request whose stream failed may go out again on another stream: only when the
+  // service cannot have acted on it. That holds when not a byte of answer came back, the request
+  // is idempotent and bodiless (so it is still whole: its head), and either the stream was a
+  // kept-alive one that the service had already closed (a server ending an idle connection does
+  // that) or the member has sent GoAway (hashicorp/yamux resets streams that arrive after its
+  // GoAway). A service that dies mid-request is neither: its client gets a 502.
+  bool can_resend(const request_head& head) const {
+    if (response_bytes_ != 0 || head.upgrade || head.chunked || head.content_length.value_or(0) != 0)
+      return false;
+    static constexpr std::string_view idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+    if (std::find(std::begin(idempotent), std::end(idempotent), head.method) == std::end(idempotent)) return false;
+    return link_reused_ || reg_.member_going_away(link_.route_id, link_.member_id);
+  }
+
   // Forwards the request body (verbatim) until the parser says the message ended.
   asio::awaitable<bool> send_body() {
     for (;;) {
@@ -190,20 +234,27 @@ class http_connection {
         in_begin_ += r.consumed;
         if (r.what == parse_result::kind::body) {
           auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(r.body.data(), r.body.size()), use_tuple);
-          if (ec) co_return abort(false);
+          reg_.stats().bytes_up += n;
+          if (ec) co_return backend_failed();
           continue;
         }
-        if (r.what == parse_result::kind::message_end) co_return true;
+        if (r.what == parse_result::kind::message_end) {
+          body_sent_ = true;
+          co_return true;
+        }
         if (r.what == parse_result::kind::upgrade) {
           request_upgrade_ = true;
           co_return true;
         }
-        if (r.what == parse_result::kind::error) co_return abort(false);
+        if (r.what == parse_result::kind::error) co_return client_failed();
         if (in_begin_ < in_end_) continue;
       }
       // need_more: the body is still arriving.
       auto r = requests_.feed({});
-      if (r.what == parse_result::kind::message_end) co_return true;
+      if (r.what == parse_result::kind::message_end) {
+        body_sent_ = true;
+        co_return true;
+      }
       if (r.what == parse_result::kind::upgrade) {
         request_upgrade_ = true;
         co_return true;
@@ -211,7 +262,7 @@ class http_connection {
       in_begin_ = in_end_ = 0;
       auto [ec, n] = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
       in_end_ = n;
-      if (ec && n == 0) co_return abort(false);
+      if (ec && n == 0) co_return client_failed();
     }
   }
 
@@ -227,7 +278,7 @@ class http_connection {
         out_begin_ += r.consumed;
         switch (r.what) {
           case parse_result::kind::head:
-            response_started_ = true;
+            final_head_parsed_ = responses_.head().status >= 200 || responses_.head().status == 101;
             break;
           case parse_result::kind::body:
             break;
@@ -235,15 +286,17 @@ class http_connection {
             // 100 Continue and friends are messages of their own: the real answer follows.
             if (responses_.head().status >= 100 && responses_.head().status < 200) break;
             response_keep_alive_ = responses_.head().keep_alive;
+            ++reg_.stats().http_responses[responses_.head().status / 100];
             done = true;
             break;
           case parse_result::kind::upgrade:
             response_upgrade_ = responses_.head().status == 101;
             response_keep_alive_ = false;
+            ++reg_.stats().http_responses[responses_.head().status / 100];
             done = true;
             break;
           case parse_result::kind::error:
-            co_return abort(false);
+            co_return backend_failed();
           case parse_result::kind::need_more:
             break;
         }
@@ -252,13 +305,17 @@ class http_connection {
       if (out_begin_ > forward_from) {
         auto [ec, n] = co_await asio::async_write(client_, asio::buffer(out_.get() + forward_from, out_begin_ - forward_from),
                                                   use_tuple);
-        if (ec) co_return abort(false);
+        reg_.stats().bytes_down += n;
+        if (ec) co_return client_failed();
+        // From here on the client has part of the real answer: a failure can no longer be a 502.
+        if (final_head_parsed_) response_started_ = true;
       }
       if (done) co_return true;
       if (out_begin_ == out_end_) out_begin_ = out_end_ = 0;
       auto [ec, n] = co_await link_.stream.async_read_some(
           asio::buffer(out_.get() + out_end_, backend_buffer_size - out_end_), use_tuple);
       out_end_ += n;
+      response_bytes_ += n;
       if (ec && n == 0) {
         if (ec == asio::error::eof) {
           auto r = responses_.finish();
@@ -267,31 +324,48 @@ class http_connection {
             co_return true;
           }
         }
-        co_return abort(false);
+        co_return backend_failed();
       }
     }
   }
 
-  // One direction failed: make the other stop promptly too.
-  bool abort(bool value) {
+  // The service's side failed (write refused, reset, EOF or a malformed response): make the other
+  // direction stop promptly, but keep the client connection, which is still owed a 502 if no byte
+  // of a response has reached it. Cancelling the client's pending read ends send_body() without
+  // closing the socket (closing it here used to turn every 502 into an empty reply).
+  bool backend_failed() {
+    link_.stream.reset();
+    std::error_code ec;
+    client_.lowest_layer().cancel(ec);
+    return false;
+  }
+
+  // The client's side failed (EOF mid-body, a malformed body, a write refused): nothing more can
+  // be said to it; stop both directions.
+  bool client_failed() {
     link_.stream.reset();
     abort_stream(client_);
-    return value;
+    return false;
   }
 
   asio::awaitable<void> tunnel_upgraded() {
     // Bytes that arrived early on either side belong to the tunnel.
     if (in_begin_ < in_end_) {
       auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(in_.get() + in_begin_, in_end_ - in_begin_), use_tuple);
+      reg_.stats().bytes_up += n;
       if (ec) co_return;
     }
     if (out_begin_ < out_end_) {
       auto [ec, n] = co_await asio::async_write(client_, asio::buffer(out_.get() + out_begin_, out_end_ - out_begin_), use_tuple);
+      reg_.stats().bytes_down += n;
       if (ec) co_return;
     }
     in_.reset();
     out_.reset();
-    co_await tunnel(client_, link_.stream);
+    // Counted when the tunnel ends (tunnel() is shared with the SDK and counts for itself).
+    const auto moved = co_await tunnel(client_, link_.stream);
+    reg_.stats().bytes_up += moved.a_to_b;
+    reg_.stats().bytes_down += moved.b_to_a;
   }
 
   registry& reg_;
@@ -305,7 +379,11 @@ class http_connection {
   std::unique_ptr<char[]> out_;
   std::size_t out_begin_ = 0, out_end_ = 0;
   backend_link link_;
-  bool response_started_ = false;
+  bool link_reused_ = false;        // the current request went over a kept-alive stream
+  bool body_sent_ = false;          // the current request's body (if any) has gone out whole
+  std::size_t response_bytes_ = 0;  // read from the stream for the current request
+  bool final_head_parsed_ = false;  // of the current response (not a 1xx)
+  bool response_started_ = false;   // bytes of the final response have been written to the client
   bool response_keep_alive_ = true;
   bool request_upgrade_ = false;
   bool response_upgrade_ = false;

@@ -126,14 +126,23 @@ int main(int argc, char** argv) {
       return;
     }
     draining = true;
-    log.info("signal ", sig, ": draining, ", m.active_connections(), " connections open, up to ",
-             cfg.drain_timeout.count(), " ms");
     m.stop_accepting();
+    // Logged once it is true (tests and operators act on this line): nothing is accepted any more.
+    log.info("signal ", sig, ": stopped accepting; draining ", m.active_connections(), " connections, up to ",
+             cfg.drain_timeout.count(), " ms");
     *drain_deadline_holder = std::chrono::steady_clock::now() + cfg.drain_timeout;
     wait_for_drain();
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
   io.run();
+
+  // Drained (or out of time): end the services' sessions and let every coroutine finish, for at
+  // most a second (a connection cut at the drain deadline may still hold a timer). Stopping the
+  // io_context with sessions open would abandon their coroutines, and the memory they hold.
+  m.shutdown();
+  signals.cancel();
+  io.restart();
+  io.run_for(std::chrono::seconds(1));
   return 0;
 }

@@ -55,6 +55,11 @@ void master::stop_accepting() {
   if (admin_) admin_->close();
 }
 
+void master::shutdown() {
+  stop_accepting();
+  registry_->shutdown();
+}
+
 std::size_t master::active_connections() const { return registry_->stats().active_connections; }
 
 registry& master::routes() { return *registry_; }

@@ -31,6 +31,9 @@ class master {
 
   // Drain: stop accepting control and public connections; open ones go on.
   void stop_accepting();
+  // Exit: stop accepting and end every service session and route, so that every coroutine of the
+  // master can finish (the io_context then runs out of work instead of being stopped mid-flight).
+  void shutdown();
   // Public connections still open.
   std::size_t active_connections() const;
 

@@ -14,6 +14,15 @@ namespace {
 
 std::uint64_t next_connection_id = 1;  // the master is single-threaded
 
+// A listener bound to every interface is dual-stack IPv6 and reports IPv4 peers as ::ffff:a.b.c.d.
+// Services see the client through X-Forwarded-For and PROXY v2 headers, where that form is wrong
+// (it is not the address the client has); give them the IPv4 address itself.
+asio::ip::tcp::endpoint unmapped(const asio::ip::tcp::endpoint& ep) {
+  const auto a = ep.address();
+  if (!a.is_v6() || !a.to_v6().is_v4_mapped()) return ep;
+  return {asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()), ep.port()};
+}
+
 template <class Client>
 asio::awaitable<void> dispatch(registry& reg, std::string listener_key, Client& client, const connection_info& info) {
   auto it = reg.listeners().find(listener_key);
@@ -39,8 +48,8 @@ asio::awaitable<void> serve(registry& reg, std::string listener_key, asio::ip::t
   active_guard active(reg);
   connection_info info;
   std::error_code ec;
-  info.client = socket.remote_endpoint(ec);
-  info.local = socket.local_endpoint(ec);
+  info.client = unmapped(socket.remote_endpoint(ec));
+  info.local = unmapped(socket.local_endpoint(ec));
   info.id = next_connection_id++;
   auto it = reg.listeners().find(listener_key);
   if (it == reg.listeners().end()) co_return;

@@ -45,6 +45,10 @@ handshake_rejected registry::reject(rejection_code code, std::string message) {
 
 registry::registration_result registry::register_service(const socket_definition& def) {
   registration_result result;
+  if (shut_down_) {  // a handshake that was still being read when the master began to exit
+    result.rejected = reject(rejection_code::internal, "the master is shutting down; register with its successor");
+    return result;
+  }
   // 1. The definition itself.
   std::string address = def.address;
   if (!address.empty()) {
@@ -183,8 +187,7 @@ void registry::release_pending(std::uint64_t registration_id) {
   if (rit == routes_.end()) return;
   auto& r = rit->second;
   if (r.pending_registrations) --r.pending_registrations;
-  auto lit = listeners_.find(r.listener_key);
-  if (lit != listeners_.end() && lit->second.certificates) lit->second.certificates->remove(registration_id);
+  if (auto* certificates = certificates_of(r)) certificates->remove(registration_id);
   if (r.members.empty() && r.pending_registrations == 0 && !r.in_grace) {
     if (r.queue.empty())
       remove_route(route_id);
@@ -198,10 +201,17 @@ void registry::abandon(std::uint64_t registration_id) { release_pending(registra
 void registry::attach(std::uint64_t registration_id, yamux::session& s) {
   auto it = registrations_.find(registration_id);
   if (it == registrations_.end()) return;
+  auto rit = routes_.find(it->second.route_id);
+  if (shut_down_ || rit == routes_.end()) {  // accepted just as the master shut down
+    registrations_.erase(it);
+    s.close();
+    return;
+  }
   it->second.attached = true;
-  auto& r = routes_.at(it->second.route_id);
+  auto& r = rit->second;
   if (r.pending_registrations) --r.pending_registrations;
   r.members.push_back({registration_id, &s, it->second.proxy_protocol});
+  drop_retained_certificates(r);  // the new member's own certificate takes over
   if (r.in_grace) {
     r.in_grace = false;
     r.grace_timer.reset();
@@ -218,11 +228,31 @@ void registry::detach(std::uint64_t registration_id) {
   }
   const auto route_id = it->second.route_id;
   registrations_.erase(it);
-  auto& r = routes_.at(route_id);
+  auto rit = routes_.find(route_id);
+  if (rit == routes_.end()) return;  // removed by shutdown()
+  auto& r = rit->second;
   std::erase_if(r.members, [&](const member& m) { return m.registration_id == registration_id; });
+  const bool last = r.members.empty() && r.pending_registrations == 0 && !shut_down_;
+  if (auto* certificates = certificates_of(r)) {
+    // The last member's certificate outlives it for the grace period: without it, a TLS client
+    // arriving during a redeploy had its handshake cut instead of waiting for the replacement.
+    if (last)
+      r.retained_certificates.push_back(registration_id);
+    else
+      certificates->remove(registration_id);
+  }
+  if (last) start_grace(r);
+}
+
+tls_contexts* registry::certificates_of(const route& r) {
   auto lit = listeners_.find(r.listener_key);
-  if (lit != listeners_.end() && lit->second.certificates) lit->second.certificates->remove(registration_id);
-  if (r.members.empty() && r.pending_registrations == 0) start_grace(r);
+  return lit == listeners_.end() ? nullptr : lit->second.certificates.get();
+}
+
+void registry::drop_retained_certificates(route& r) {
+  if (auto* certificates = certificates_of(r))
+    for (auto id : r.retained_certificates) certificates->remove(id);
+  r.retained_certificates.clear();
 }
 
 void registry::start_grace(route& r) {
@@ -245,6 +275,7 @@ void registry::remove_route(std::uint64_t route_id) {
   auto it = routes_.find(route_id);
   if (it == routes_.end()) return;
   wake_all(it->second);  // they find the route gone and give up
+  drop_retained_certificates(it->second);
   const std::string lkey = it->second.listener_key;
   routes_.erase(it);
   auto lit = listeners_.find(lkey);
@@ -314,6 +345,7 @@ asio::awaitable<acquired> registry::acquire(std::uint64_t route_id) {
     w.timer.expires_after(cfg_.grace);
     r.queue.push_back(&w);
     ++stats_.queued_total;
+    log_.debug("route ", route_id, ": no live member, a connection waits in the queue (", r.queue.size(), " waiting)");
     co_await w.timer.async_wait(use_tuple);
     if (!w.woken) {
       if (auto again = routes_.find(route_id); again != routes_.end()) std::erase(again->second.queue, &w);
@@ -331,9 +363,28 @@ bool registry::member_usable(std::uint64_t route_id, std::uint64_t member_id) co
   return false;
 }
 
+bool registry::member_going_away(std::uint64_t route_id, std::uint64_t member_id) const {
+  auto it = routes_.find(route_id);
+  if (it == routes_.end()) return false;
+  for (const auto& m : it->second.members)
+    if (m.registration_id == member_id) return m.session->remote_going_away();
+  return false;
+}
+
 void registry::close_listeners() {
   for (auto& [k, l] : listeners_)
     if (l.acceptor) l.acceptor->close();
+}
+
+void registry::shutdown() {
+  shut_down_ = true;
+  // Closing a session may resume its control coroutine, which detaches (edits the pools) and then
+  // destroys the session: collect first, close afterwards.
+  std::vector<yamux::session*> sessions;
+  for (auto& [id, r] : routes_)
+    for (auto& m : r.members) sessions.push_back(m.session);
+  for (auto* s : sessions) s->close();
+  while (!routes_.empty()) remove_route(routes_.begin()->first);
 }
 
 }  // namespace socketmaster::server

@@ -48,6 +48,10 @@ struct route {
   std::size_t next = 0;                   // round-robin position among equally loaded members
   bool in_grace = false;
   std::unique_ptr<asio::steady_timer> grace_timer;
+  // TLS: the certificates of members that left while the route went into grace. They stay on the
+  // listener so that clients arriving meanwhile can finish their handshake and wait in the queue;
+  // the next member to attach (with its own certificate) or the route's removal drops them.
+  std::vector<std::uint64_t> retained_certificates;
   struct waiter;
   std::deque<waiter*> queue;
 };
@@ -117,9 +121,15 @@ class registry {
   asio::awaitable<acquired> acquire(std::uint64_t route_id);
   // Whether a kept-alive stream to `member_id` may carry another request of `route_id`.
   bool member_usable(std::uint64_t route_id, std::uint64_t member_id) const;
+  // Whether `member_id` is still a member of `route_id` and has sent GoAway (is draining).
+  bool member_going_away(std::uint64_t route_id, std::uint64_t member_id) const;
 
   // Stops every listener (drain on SIGTERM); routes and sessions stay.
   void close_listeners();
+  // The master is exiting: closes every service session (their control coroutines then end) and
+  // removes every route, which answers queued connections, cancels grace timers and closes the
+  // listeners. Registrations still in their handshake are closed when they attach.
+  void shutdown();
 
   const std::map<std::string, listener_info>& listeners() const { return listeners_; }
   const std::map<std::uint64_t, route>& routes() const { return routes_; }
@@ -141,6 +151,8 @@ class registry {
   void wake_all(route& r);
   void start_grace(route& r);
   void remove_route(std::uint64_t route_id);
+  tls_contexts* certificates_of(const route& r);
+  void drop_retained_certificates(route& r);
   void release_pending(std::uint64_t registration_id);
 
   asio::any_io_executor executor_;
@@ -152,6 +164,7 @@ class registry {
   std::map<std::uint64_t, registration> registrations_;
   std::uint64_t next_registration_ = 1;
   std::uint64_t next_route_ = 1;
+  bool shut_down_ = false;
   registry_stats stats_;
 };
 

@@ -17,12 +17,15 @@ asio::awaitable<void> relay_tcp(registry& reg, std::uint64_t route_id, Client& c
     co_return;
   }
   auto& backend = got.stream;
+  reg.log().debug("conn ", info.id, " from ", info.client, ": stream ", backend.id(), " to registration ", got.member_id);
   if (got.proxy_protocol) {
     const auto header = encode_proxy_v2(info.client, info.local);
     auto [ec, n] = co_await asio::async_write(backend, asio::buffer(header), use_tuple);
     if (ec) co_return;
   }
   auto result = co_await tunnel(client, backend);
+  reg.stats().bytes_up += result.a_to_b;  // counted when the connection ends
+  reg.stats().bytes_down += result.b_to_a;
   reg.log().debug("conn ", info.id, " closed: ", result.a_to_b, " bytes up, ", result.b_to_a, " down",
                   result.error ? " (" + result.error.message() + ")" : "");
 }

@@ -184,6 +184,9 @@ void session_core::go_away(go_away_code code) {
   if (local_go_away_) return;
   local_go_away_ = true;
   queue_session_frame({protocol_version, frame_type::go_away, 0, 0, static_cast<std::uint32_t>(code)});
+  go_away_ping_ = next_ping_++;
+  pings_[go_away_ping_] = {clock::now(), nullptr};
+  queue_session_frame({protocol_version, frame_type::ping, flags::syn, 0, go_away_ping_});
 }
 
 void session_core::close(std::error_code reason) {
@@ -635,7 +638,8 @@ void session_core::incoming_syn(const frame_header& h) {
     fail(make_error_code(errc::duplicate_stream), go_away_code::protocol_error);
     return;
   }
-  if (local_go_away_ || backlog_.size() >= config_.accept_backlog || streams_.size() >= config_.max_streams) {
+  const bool refusing = local_go_away_ && (go_away_acknowledged_ || failing_);  // see go_away_ping_
+  if (refusing || backlog_.size() >= config_.accept_backlog || streams_.size() >= config_.max_streams) {
     queue_session_frame({protocol_version, frame_type::window_update, flags::rst, id, 0});
     return;
   }
@@ -670,6 +674,7 @@ void session_core::handle_ping(const frame_header& h) {
   const auto elapsed = clock::now() - it->second.sent;
   rtt_ = elapsed;
   if (h.length == keepalive_ping_) keepalive_outstanding_ = false;
+  if (h.length == go_away_ping_) go_away_acknowledged_ = true;
   auto* op = it->second.op;
   pings_.erase(it);
   if (op) op->complete({}, elapsed);

@@ -213,6 +213,11 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
 
   bool local_go_away_ = false;
   bool remote_go_away_ = false;
+  // Our GoAway(normal) is followed by a ping. A SYN that arrives before the answer was sent before
+  // the peer could know of the GoAway (the two crossed on the wire): it is still accepted, so a
+  // draining service loses no connection. Once the answer is in, a SYN is refused with RST.
+  std::uint32_t go_away_ping_ = 0;
+  bool go_away_acknowledged_ = false;
   clock::time_point failing_since_{};
   bool failing_ = false;  // a GoAway(error) is being flushed before the session closes
   std::error_code failing_reason_;

@@ -6,15 +6,17 @@
 //   for (;;) { auto s = co_await l.async_accept(asio::use_awaitable); /* s.remote_endpoint() ... */ }
 //
 // The listener survives master restarts (it reconnects with jittered exponential backoff and
-// registers again; pending accepts keep waiting), gives up on permanent rejections (conflict, bad
-// token, bad certificate, bad request), and drains for zero-downtime redeploys (GoAway, let open
-// streams finish, close).
+// registers again; pending accepts keep waiting; streams of the lost session end with an error),
+// gives up on permanent rejections (conflict, bad token, bad certificate, bad request), and drains
+// for zero-downtime redeploys (GoAway, let open streams finish, close).
 //
-// Concurrency: a listener and its streams belong to the executor given to listen(); use them from it.
+// Concurrency: a listener and its streams belong to the executor given to listen(); use them from
+// it (one thread, or a strand). Destroying a listener closes it.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,21 +49,36 @@ std::string load_pem_file(const std::string& path);
 tls_certificate load_certificate(const std::string& chain_path, const std::string& key_path);
 
 struct options {
-  // host:port, or a Unix socket path. Empty: $SOCKETMASTER_ADDR, else 127.0.0.1:9999.
+  // host:port (an IP literal or localhost), or a Unix socket path (anything with a '/').
+  // Empty: $SOCKETMASTER_ADDR, else 127.0.0.1:9999.
   std::string master_address;
   // Shared token. Empty: $SOCKETMASTER_TOKEN, else none.
   std::string token;
+  // Connecting to the master and its handshake answer, together, must take at most this.
   std::chrono::milliseconds connect_timeout{10'000};
   // Reconnect backoff after the control connection drops: from min doubling to max, +-50% jitter.
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5'000};
   // Ask the master for a PROXY v2 header on every stream (stripped here; remote_endpoint() reports it).
   bool proxy_protocol = true;
+  // A stream whose PROXY header has not arrived within this is reset (the master sends it at once).
+  std::chrono::milliseconds proxy_header_timeout{5'000};
   yamux::config yamux{};
   logger* log = nullptr;  // null: silent
+  // Called on the listener's executor after every successful registration, the first one and each
+  // one after a reconnect, with the master's registration id and bound address (which changes
+  // across a master restart when the definition asks for port 0).
+  std::function<void(std::uint64_t registration_id, const std::string& bound_address)> on_registered;
+
+  // errc::invalid_config when a value is out of range (`what` names it), yamux's included.
+  std::error_code validate(const char** what = nullptr) const;
 };
 
-// Why listen() failed: an error code, and the master's sentence when it rejected us.
+// Why listen() failed, or why a listener gave up: an error code, a sentence ready to print (the
+// master's own when it rejected us) and, for a rejection, the master's code. Rejections map to:
+// conflict → address_in_use, unauthorized → permission_denied, bad_certificate and bad_request →
+// invalid_argument, bind_failed → address_not_available, unsupported_version →
+// protocol_not_supported, internal → io_error (std::errc values).
 struct listen_error {
   std::error_code code;
   std::string message = {};  // ready to print
@@ -81,9 +98,10 @@ class stream {
   executor_type get_executor() const { return inner_.get_executor(); }
   lowest_layer_type& lowest_layer() { return *this; }
   bool is_open() const { return inner_.is_open(); }
-  // The public client's address as the master saw it (from the PROXY v2 header).
+  // The public client's address as the master saw it (from the PROXY v2 header); a default
+  // endpoint when the definition asked for no header or the master sent a LOCAL one.
   asio::ip::tcp::endpoint remote_endpoint() const { return remote_; }
-  // The public address the client connected to.
+  // The public address the client connected to (same source).
   asio::ip::tcp::endpoint local_endpoint() const { return local_; }
 
   template <class MutableBufferSequence, class Token = asio::default_completion_token_t<executor_type>>
@@ -111,7 +129,9 @@ class stream {
 namespace detail {
 struct listener_state;
 asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st);
-asio::awaitable<std::error_code> drain(std::shared_ptr<listener_state> st, std::chrono::milliseconds deadline);
+const asio::any_io_executor& executor_of(const listener_state& st);
+void begin_drain(listener_state& st);
+asio::awaitable<std::error_code> finish_drain(std::shared_ptr<listener_state> st, std::chrono::milliseconds deadline);
 asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(asio::any_io_executor ex,
                                                                                  socket_definition def, options opts);
 
@@ -132,6 +152,8 @@ auto run_as(asio::any_io_executor ex, Coro coro, Token&& token) {
 }
 }  // namespace detail
 
+// A registration with the master. Only a listener returned by a successful listen() may be used
+// (a default-constructed one has no executor).
 class listener {
  public:
   using executor_type = asio::any_io_executor;
@@ -139,41 +161,53 @@ class listener {
   listener() = default;
   explicit listener(std::shared_ptr<detail::listener_state> st) : state_(std::move(st)) {}
   listener(listener&&) noexcept = default;
-  listener& operator=(listener&&) noexcept = default;
+  // Closes the registration this listener held before taking the other's.
+  listener& operator=(listener&& other) noexcept;
   ~listener();
 
   executor_type get_executor() const;
-  // "host:port" of the public listener the master bound for us.
+  // "host:port" of the public listener the master bound for us (the latest registration's).
   std::string bound_address() const;
   std::uint64_t registration_id() const;
   // Whether the control connection is up right now (false while reconnecting).
   bool connected() const;
-  // Set when the listener gave up (permanent rejection or close()).
+  // Set once the listener has given up: the permanent rejection's code, or operation_aborted after
+  // close() or a finished drain. Empty while it works or reconnects.
   std::error_code error() const;
+  // The same with the master's sentence and rejection code, ready to print.
+  listen_error failure() const;
 
-  // Waits for the next public connection. Keeps waiting across reconnects.
+  // Waits for the next public connection; keeps waiting across reconnects. Completes with
+  // operation_aborted after close() or a finished drain, with the rejection's code (see error())
+  // when a reconnect was rejected for good. Cancellable through the handler's cancellation slot.
   template <class Token = asio::default_completion_token_t<executor_type>>
   auto async_accept(Token&& token = Token()) {
     return detail::run_as<stream>(get_executor(), detail::accept_one(state_), std::forward<Token>(token));
   }
 
-  // Graceful: GoAway (the master sends no new streams), stop accepting, let open streams finish,
-  // then close; streams still open at the deadline are cut.
+  // Graceful stop for a redeploy. When the operation starts it queues GoAway (so the master opens
+  // no new streams to us; anything written afterwards reaches the master after it) and stops
+  // reconnecting. Streams the master opened before it saw the GoAway are still delivered by
+  // async_accept; open streams run to their end; then the session is closed and the operation
+  // completes: with no error, or with std::errc::timed_out when streams were still open at the
+  // deadline and were cut.
   template <class Token = asio::default_completion_token_t<executor_type>>
   auto async_drain(std::chrono::milliseconds deadline, Token&& token = Token()) {
     return asio::async_initiate<Token, void(std::error_code)>(
-        [this, deadline](auto handler) {
-          auto ex = get_executor();
-          auto done = [h = std::move(handler), ex](std::exception_ptr, std::error_code ec) mutable {
+        [st = state_, deadline](auto handler) {
+          auto ex = detail::executor_of(*st);
+          detail::begin_drain(*st);
+          auto done = [h = std::move(handler), ex](std::exception_ptr e, std::error_code ec) mutable {
+            if (e) ec = std::make_error_code(std::errc::operation_canceled);
             auto hex = asio::get_associated_executor(h, ex);
             asio::dispatch(hex, [h = std::move(h), ec]() mutable { std::move(h)(ec); });
           };
-          asio::co_spawn(ex, detail::drain(state_, deadline), std::move(done));
+          asio::co_spawn(ex, detail::finish_drain(st, deadline), std::move(done));
         },
         token);
   }
 
-  // Immediate: ends the session; open streams fail, pending accepts complete with an error.
+  // Immediate: ends the session; open streams fail, pending accepts complete with operation_aborted.
   void close();
 
  private:
@@ -181,8 +215,10 @@ class listener {
 };
 
 // Connects to the master, registers `def` and returns the listener once the master has bound the
-// public socket. Coroutines first: `auto l = co_await async_listen(ex, def, opts, asio::use_awaitable);`
-// (the error then arrives as std::system_error; use as_tuple for the listen_error message).
+// public socket. The completion signature is void(listen_error, listener); with use_awaitable the
+// result is that pair as a tuple:
+//   auto [error, l] = co_await client::async_listen(ex, def, opts, asio::use_awaitable);
+//   if (error.code) { std::cerr << error.message << "\n"; co_return; }
 template <class Token>
 auto async_listen(asio::any_io_executor ex, socket_definition def, options opts, Token&& token) {
   return asio::async_initiate<Token, void(listen_error, listener)>(

@@ -473,6 +473,9 @@ func TestE2EDrainOnSIGTERM(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "hello from go\n") {
 		t.Fatalf("slow: %d %q", resp.StatusCode, body)
 	}
+	if l := c.line(t, 15*time.Second); l != "GOAWAY" {
+		t.Fatalf("line %q, want GOAWAY", l)
+	}
 	if l := c.line(t, 15*time.Second); l != "DRAINED" {
 		t.Fatalf("line %q", l)
 	}
@@ -524,6 +527,9 @@ func TestE2EGoAwayAfter(t *testing.T) {
 	}
 	st.Close()
 	sess.Close()
+	if l := c.line(t, 10*time.Second); l != "GOAWAY" {
+		t.Fatalf("line %q, want GOAWAY", l)
+	}
 	if l := c.line(t, 10*time.Second); l != "CLOSED" {
 		t.Fatalf("line %q", l)
 	}

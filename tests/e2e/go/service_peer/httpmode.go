@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,12 @@ import (
 //   .../bytes/N     N bytes of 'x' with Content-Length
 //   .../ws          WebSocket echo (text, binary, ping, close)
 //   .../slow?ms=N   sleep N ms, then the default answer
+//   .../slow?ms=N&head=first   the head of the default answer at once, its body N ms later (a
+//                   client that has the head knows the request is in the handler)
 //   .../echo-body   the request body back, with Content-Length
+//   .../headers     the request's headers, one "Name: value" line each, sorted (Host first)
+//   .../then-close  the default answer, then the connection (stream) is closed although the
+//                   answer did not say so: what a server closing an idle keep-alive connection does
 //   anything else   200 "<text>\npath: <path>\nclient: <addr>\nxff: <X-Forwarded-For>\n"
 
 // tracker counts work that http.Server.Shutdown does not see (hijacked WebSocket connections,
@@ -66,12 +72,20 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "slow wants ?ms=N", http.StatusBadRequest)
 			return
 		}
+		if r.URL.Query().Get("head") == "first" {
+			a.serveHeadFirst(w, r, time.Duration(ms)*time.Millisecond)
+			return
+		}
 		select {
 		case <-time.After(time.Duration(ms) * time.Millisecond):
 		case <-r.Context().Done():
 			return
 		}
 		a.serveDefault(w, r)
+	case strings.HasSuffix(p, "/headers"):
+		a.serveHeaders(w, r)
+	case strings.HasSuffix(p, "/then-close"):
+		a.serveThenClose(w, r)
 	case strings.HasSuffix(p, "/echo-body"):
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -90,12 +104,73 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *app) serveDefault(w http.ResponseWriter, r *http.Request) {
-	body := fmt.Sprintf("%s\npath: %s\nclient: %s\nxff: %s\n", a.text, r.URL.Path, r.RemoteAddr,
+func (a *app) defaultBody(r *http.Request) string {
+	return fmt.Sprintf("%s\npath: %s\nclient: %s\nxff: %s\n", a.text, r.URL.Path, r.RemoteAddr,
 		strings.Join(r.Header.Values("X-Forwarded-For"), ", "))
+}
+
+func (a *app) serveDefault(w http.ResponseWriter, r *http.Request) {
+	body := a.defaultBody(r)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = io.WriteString(w, body)
+}
+
+// serveHeadFirst sends the head of the default answer (with its Content-Length) at once and the
+// body after `delay`.
+func (a *app) serveHeadFirst(w http.ResponseWriter, r *http.Request, delay time.Duration) {
+	body := a.defaultBody(r)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	select {
+	case <-time.After(delay):
+	case <-r.Context().Done():
+		return
+	}
+	_, _ = io.WriteString(w, body)
+}
+
+// serveThenClose writes a complete keep-alive answer by hand and closes the connection.
+func (a *app) serveThenClose(w http.ResponseWriter, r *http.Request) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "cannot hijack", http.StatusInternalServerError)
+		return
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		a.logf("then-close hijack: %v", err)
+		return
+	}
+	defer conn.Close()
+	body := a.defaultBody(r)
+	_, _ = fmt.Fprintf(rw, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s",
+		len(body), body)
+	_ = rw.Flush()
+}
+
+// serveHeaders answers the headers as received, so a test can see what a proxy added or replaced.
+// net/http moves Host out of r.Header; it comes first.
+func (a *app) serveHeaders(w http.ResponseWriter, r *http.Request) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Host: %s\n", r.Host)
+	names := make([]string, 0, len(r.Header))
+	for name := range r.Header {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		for _, v := range r.Header[name] {
+			fmt.Fprintf(&b, "%s: %s\n", name, v)
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
+	_, _ = io.WriteString(w, b.String())
 }
 
 // bytesRoute recognises a path ending in /bytes/N.

@@ -8,7 +8,9 @@
 //
 // Stdout carries only these lines (stderr carries diagnostics):
 //
-//	ACCEPTED <registrationId> <boundAddress>   registration live; serving (then one of:)
+//	ACCEPTED <registrationId> <boundAddress>   registration live; serving
+//	GOAWAY                                     (-goaway-after or a signal) the GoAway frame has been
+//	                                           written to the master; then one of:
 //	CLOSED                                     the master closed the connection (exit 0)
 //	DRAINED                                    SIGTERM/SIGINT: GoAway, in-flight work done (exit 0)
 //	REJECTED <code> <message>                  registration refused (exit 2)
@@ -247,6 +249,8 @@ func main() {
 			goaway = nil
 			if err := sess.GoAway(); err != nil {
 				out.logf("GoAway: %v", err)
+			} else {
+				out.line("GOAWAY")
 			}
 			if srv != nil {
 				// Open keep-alive connections end after their current response.
@@ -257,6 +261,10 @@ func main() {
 			out.logf("%v: draining", sig)
 			if err := sess.GoAway(); err != nil {
 				out.logf("GoAway: %v", err)
+			} else {
+				// Written, not merely queued: a test can wait for this line, then expect the master
+				// to treat this service as draining.
+				out.line("GOAWAY")
 			}
 			drainBy := time.Now().Add(10 * time.Second)
 			if srv != nil {

@@ -1,0 +1,142 @@
+// The sidecar (client-sdk/connect_main.cpp) between the real master and backends that know nothing
+// of socketmaster: `hello --listen` (a plain HTTP server), and small Asio servers here that read the
+// PROXY v2 header the sidecar sends them, over TCP and over a Unix socket.
+#include <csignal>
+#include <filesystem>
+
+#include <asio/local/stream_protocol.hpp>
+#include <unistd.h>
+
+#include "protocol/proxy_header.hpp"
+#include "tests/client-sdk/sdk_test_support.hpp"
+
+using namespace socketmaster;
+using namespace socketmaster::sdk_test;
+
+namespace {
+
+// Starts a program that prints "listening ADDR" first; returns the address.
+std::string listening_address(test::child_process& p) {
+  auto line = p.read_line(10s);
+  REQUIRE_MESSAGE(line.has_value(), "no 'listening' line");
+  REQUIRE(line->rfind("listening ", 0) == 0);
+  return line->substr(10);
+}
+
+// A backend that expects a PROXY v2 header, answers "source <client address>\n" and then echoes.
+template <class Acceptor>
+asio::awaitable<void> proxy_aware_backend(Acceptor& acceptor, int connections) {
+  for (int i = 0; i < connections; ++i) {
+    auto s = co_await acceptor.async_accept(asio::use_awaitable);
+    std::vector<std::byte> header(proxy_v2_fixed_bytes);
+    co_await asio::async_read(s, asio::buffer(header), asio::use_awaitable);
+    auto parsed = parse_proxy_v2(header);
+    REQUIRE(parsed.what == proxy_parse_result::kind::need_more);
+    header.resize(parsed.header_bytes);
+    co_await asio::async_read(s, asio::buffer(header.data() + proxy_v2_fixed_bytes, header.size() - proxy_v2_fixed_bytes),
+                              asio::use_awaitable);
+    parsed = parse_proxy_v2(header);
+    REQUIRE(parsed.what == proxy_parse_result::kind::complete);
+    const std::string greeting = "source " + text_of(parsed.info.source) + " destination " +
+                                 text_of(parsed.info.destination) + "\n";
+    co_await asio::async_write(s, asio::buffer(greeting), asio::use_awaitable);
+    std::string rest = co_await read_to_eof(s);
+    co_await asio::async_write(s, asio::buffer(rest), asio::use_awaitable);
+  }
+}
+
+// One client through the master: checks the backend saw its own address, and the echo.
+asio::awaitable<void> proxied_client(const std::string& address) {
+  auto c = co_await connect_to(address);
+  std::string buf;
+  const auto greeting = co_await read_line(c, buf);
+  CHECK(greeting == "source " + text_of(c.local_endpoint()) + " destination " + address + "\n");
+  const std::string payload = "through the sidecar";
+  co_await asio::async_write(c, asio::buffer(payload), asio::use_awaitable);
+  c.shutdown(asio::socket_base::shutdown_send);
+  CHECK(co_await read_to_eof(c, buf) == payload);
+}
+
+}  // namespace
+
+TEST_CASE("the sidecar puts a plain HTTP server behind the master: requests reach hello --listen by path") {
+  master_process master;
+  test::child_process backend({HELLO_PATH, "--listen", "127.0.0.1:0", "--text", "From the backend"});
+  const auto backend_address = listening_address(backend);
+  test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1", "--port",
+                               "0", "--path", "/side", "--backend", backend_address});
+  const auto address = listening_address(sidecar);
+  run([&](asio::io_context&) -> asio::awaitable<void> {
+    const auto response = co_await http_get(address, "/side/hello");
+    CHECK(response.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(response.find("From the backend\npath: /side/hello\n") != std::string::npos);
+    // Another path is not the sidecar's.
+    const auto other = co_await http_get(address, "/elsewhere");
+    CHECK(other.rfind("HTTP/1.1 404 ", 0) == 0);
+  });
+  // SIGTERM drains and exits cleanly.
+  ::kill(sidecar.pid(), SIGTERM);
+  const auto status = sidecar.wait(10s);
+  REQUIRE(status.has_value());
+  CHECK(status->success());
+}
+
+TEST_CASE("--proxy-protocol: a TCP backend learns each public client's address from a PROXY v2 header") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+    test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1",
+                                 "--port", "0", "--backend", text_of(a.local_endpoint()), "--proxy-protocol"});
+    const auto address = listening_address(sidecar);
+    ends done(io.get_executor());
+    constexpr int clients = 4;
+    spawn(io.get_executor(), proxy_aware_backend(a, clients), done);
+    for (int i = 0; i < clients; ++i) spawn(io.get_executor(), proxied_client(address), done);
+    co_await join(done, clients + 1);
+  });
+}
+
+TEST_CASE("--proxy-protocol over a Unix socket backend") {
+  master_process master;
+  const auto path = std::filesystem::temp_directory_path() / ("socketmaster-sdk-backend-" + std::to_string(::getpid()));
+  std::filesystem::remove(path);
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    asio::local::stream_protocol::acceptor a(io, asio::local::stream_protocol::endpoint(path.string()));
+    test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1",
+                                 "--port", "0", "--backend", path.string(), "--proxy-protocol"});
+    const auto address = listening_address(sidecar);
+    ends done(io.get_executor());
+    spawn(io.get_executor(), proxy_aware_backend(a, 1), done);
+    spawn(io.get_executor(), proxied_client(address), done);
+    co_await join(done, 2);
+  });
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("the sidecar survives a master restart: it registers again, says where, and serves") {
+  std::optional<master_process> master(std::in_place);
+  const auto control = master->control_address();
+  test::child_process backend({HELLO_PATH, "--listen", "127.0.0.1:0", "--text", "Still here"});
+  const auto backend_address = listening_address(backend);
+  test::child_process sidecar({CONNECT_PATH, "--master", control, "--address", "127.0.0.1", "--port", "0", "--path",
+                               "/side", "--backend", backend_address});
+  listening_address(sidecar);
+  master->kill();
+  master.emplace(std::vector<std::string>{}, control);
+  const auto address = listening_address(sidecar);  // printed again for the new registration
+  run([&](asio::io_context&) -> asio::awaitable<void> {
+    const auto response = co_await http_get(address, "/side/again");
+    CHECK(response.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(response.find("Still here\npath: /side/again\n") != std::string::npos);
+  });
+}
+
+TEST_CASE("the sidecar exits with status 1 and the master's message when its registration is rejected") {
+  master_process master;
+  test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1", "--port",
+                               "0", "--path", "no-slash", "--backend", "127.0.0.1:9"});
+  const auto status = sidecar.wait(10s);
+  REQUIRE(status.has_value());
+  CHECK(*status == test::exit_status{1, 0});
+  CHECK(sidecar.read_line(1s) == std::nullopt);  // no "listening" line
+}

@@ -1,0 +1,572 @@
+// The SDK listener (client-sdk/listener.cpp) against the real `socketmaster` binary: registering,
+// accepting and echoing with the client's real address; surviving a master restart; draining while
+// a new instance takes over; every rejection with its code and message; cancellation and close.
+// Clients are real loopback TCP connections. Every wait is on an event (a line, a connection, a
+// response, a callback); the only clocks are the bounds on how long a test may take.
+#include "socketmaster/client.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/detached.hpp>
+#include <unistd.h>
+
+#include "protocol/errors.hpp"
+#include "tests/client-sdk/sdk_test_support.hpp"
+
+using namespace socketmaster;
+using namespace socketmaster::sdk_test;
+
+namespace {
+
+using accept_result = std::pair<std::error_code, client::stream>;
+
+socket_definition raw_tcp(std::uint16_t port = 0) {
+  socket_definition def;
+  def.address = "127.0.0.1";  // loopback only: tests never listen on every interface
+  def.port = port;
+  return def;
+}
+
+// The listener's accept delivered to a queue, so a test can check later whether it has completed.
+void accept_into(client::listener& l, event_queue<accept_result>& q) {
+  l.async_accept([&q](std::error_code ec, client::stream s) { q.push({ec, std::move(s)}); });
+}
+
+// A token file for a master started with --token-file; removed when the test ends.
+struct token_file {
+  explicit token_file(const std::string& token)
+      : path(std::filesystem::temp_directory_path() / ("socketmaster-sdk-token-" + std::to_string(::getpid()))) {
+    std::ofstream(path) << token << "\n";
+  }
+  ~token_file() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+  std::filesystem::path path;
+};
+
+// A loopback port nobody listens on: bound, then released.
+std::uint16_t unused_port(asio::io_context& io) {
+  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();
+}
+
+// A minimal HTTP/1.1 keep-alive responder for the load test: answers every request with `name`,
+// until the client (or the master, for a draining service) ends the stream.
+asio::awaitable<void> http_respond(client::stream s, std::string name, std::uint64_t& served) {
+  std::string buf;
+  for (;;) {
+    auto [ec, n] = co_await asio::async_read_until(s, asio::dynamic_buffer(buf), "\r\n\r\n", use_tuple);
+    if (ec) co_return;
+    buf.erase(0, n);
+    const std::string response =
+        "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(name.size()) + "\r\n\r\n" + name;
+    auto [wec, wn] = co_await asio::async_write(s, asio::buffer(response), use_tuple);
+    if (wec) co_return;
+    ++served;
+  }
+}
+
+asio::awaitable<void> http_service(client::listener& l, std::string name, std::uint64_t& served) {
+  auto ex = co_await asio::this_coro::executor;
+  for (;;) {
+    auto [ec, s] = co_await l.async_accept(use_tuple);
+    if (ec) co_return;
+    asio::co_spawn(ex, http_respond(std::move(s), name, served), asio::detached);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("listen, accept and echo through the real master; remote_endpoint() is the client's own address") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto [error, l] = co_await client::async_listen(ex, raw_tcp(), test_options(master.control_address()),
+                                                    asio::use_awaitable);
+    REQUIRE_MESSAGE(!error.code, error.message);
+    CHECK(l.registration_id() > 0);
+    CHECK(l.connected());
+    const auto bound = endpoint_of(l.bound_address());
+    CHECK(bound.address() == asio::ip::make_address("127.0.0.1"));
+    CHECK(bound.port() != 0);
+
+    constexpr int clients = 16;
+    std::set<std::string> client_addresses, remote_endpoints;
+    ends done(ex);
+    auto serve_one = [&](client::stream s) -> asio::awaitable<void> {
+      remote_endpoints.insert(text_of(s.remote_endpoint()));
+      CHECK(s.local_endpoint() == bound);
+      co_await echo(s);
+    };
+    auto service = [&]() -> asio::awaitable<void> {
+      for (int i = 0; i < clients; ++i) {
+        auto [ec, s] = co_await l.async_accept(use_tuple);
+        REQUIRE_FALSE(ec);
+        spawn(ex, serve_one(std::move(s)), done);
+      }
+    };
+    auto one_client = [&](int i) -> asio::awaitable<void> {
+      auto c = co_await connect_to(l.bound_address());
+      client_addresses.insert(text_of(c.local_endpoint()));
+      const std::string payload(64 * 1024 + static_cast<std::size_t>(i), static_cast<char>('a' + i));
+      co_await asio::async_write(c, asio::buffer(payload), asio::use_awaitable);
+      c.shutdown(asio::socket_base::shutdown_send);
+      CHECK(co_await read_to_eof(c) == payload);
+    };
+    spawn(ex, service(), done);
+    for (int i = 0; i < clients; ++i) spawn(ex, one_client(i), done);
+    co_await join(done, 1 + 2 * clients);
+    CHECK(remote_endpoints == client_addresses);
+    CHECK(remote_endpoints.size() == clients);
+  });
+}
+
+TEST_CASE("an HTTP route: the request arrives verbatim with X-Forwarded-For, and remote_endpoint() is the client") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    socket_definition def = raw_tcp();
+    def.http = http_route{"", "/svc"};
+    // The blocking form, as a program's start-up would use it (nothing else runs on `io` yet).
+    client::listen_error error;
+    auto l = client::listen(io, def, test_options(master.control_address()), error);
+    REQUIRE_MESSAGE(!error.code, error.message);
+
+    ends done(ex);
+    std::string client_address;
+    auto service = [&]() -> asio::awaitable<void> {
+      auto [ec, s] = co_await l.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      std::string buf;
+      auto [rec, n] = co_await asio::async_read_until(s, asio::dynamic_buffer(buf), "\r\n\r\n", use_tuple);
+      REQUIRE_FALSE(rec);
+      CHECK(buf.rfind("GET /svc/hello HTTP/1.1\r\n", 0) == 0);
+      CHECK(buf.find("X-Forwarded-For: 127.0.0.1\r\n") != std::string::npos);
+      const std::string body = text_of(s.remote_endpoint());
+      const std::string response = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                                   "\r\nConnection: close\r\n\r\n" + body;
+      co_await asio::async_write(s, asio::buffer(response), asio::use_awaitable);
+      s.shutdown_send();
+      co_await read_to_eof(s);
+    };
+    auto one_client = [&]() -> asio::awaitable<void> {
+      auto c = co_await connect_to(l.bound_address());
+      client_address = text_of(c.local_endpoint());
+      const std::string request = "GET /svc/hello HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n";
+      co_await asio::async_write(c, asio::buffer(request), asio::use_awaitable);
+      const auto response = co_await read_to_eof(c);
+      CHECK(response.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      CHECK(response.substr(response.find("\r\n\r\n") + 4) == client_address);
+    };
+    spawn(ex, service(), done);
+    spawn(ex, one_client(), done);
+    co_await join(done, 2);
+  });
+}
+
+TEST_CASE("a master restart is survived: a pending accept keeps waiting, the same listener registers again and serves") {
+  std::optional<master_process> master(std::in_place);
+  const std::string control = master->control_address();
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    event_queue<std::string> registered(ex);
+    auto opts = test_options(control);
+    opts.on_registered = [&](std::uint64_t, const std::string& bound) { registered.push(bound); };
+    auto [error, l] = co_await client::async_listen(ex, raw_tcp(), opts, asio::use_awaitable);
+    REQUIRE_MESSAGE(!error.code, error.message);
+    const auto first_bound = co_await registered.next();
+    CHECK(first_bound == l.bound_address());
+
+    // A connection of the first session, open across the restart.
+    auto old_client = co_await connect_to(first_bound);
+    auto [aec, old_stream] = co_await l.async_accept(use_tuple);
+    REQUIRE_FALSE(aec);
+
+    event_queue<accept_result> pending(ex);
+    accept_into(l, pending);
+
+    master->kill();  // like a crash: no GoAway, the control connection just ends
+    // The old session's stream ends with an error, not with a clean EOF.
+    char byte;
+    auto [rec, rn] = co_await old_stream.async_read_some(asio::buffer(&byte, 1), use_tuple);
+    CHECK(rec);
+    CHECK(rec != asio::error::eof);
+    CHECK_FALSE(l.connected());
+    CHECK(pending.empty());
+
+    // A new master where the old one was; the listener finds it by itself.
+    master.emplace(std::vector<std::string>{}, control);
+    const auto second_bound = co_await registered.next();
+    CHECK(l.connected());
+    CHECK(l.bound_address() == second_bound);
+    CHECK_FALSE(l.error());
+    CHECK(pending.empty());  // still waiting: nothing has connected yet
+
+    // A new client reaches the service through the new master, by the accept started before.
+    auto c = co_await connect_to(second_bound);
+    auto [ec, s] = co_await pending.next();
+    REQUIRE_FALSE(ec);
+    CHECK(s.remote_endpoint() == c.local_endpoint());
+    ends done(ex);
+    spawn(ex, [&]() -> asio::awaitable<void> { co_await echo(s); }(), done);
+    const std::string payload = "after the restart";
+    co_await asio::async_write(c, asio::buffer(payload), asio::use_awaitable);
+    c.shutdown(asio::socket_base::shutdown_send);
+    CHECK(co_await read_to_eof(c) == payload);
+    co_await join(done, 1);
+  });
+}
+
+TEST_CASE("drain: the request in flight finishes on the draining listener while a new listener takes new ones") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto opts = test_options(master.control_address());
+    auto [aerr, old_instance] = co_await client::async_listen(ex, raw_tcp(), opts, asio::use_awaitable);
+    REQUIRE_MESSAGE(!aerr.code, aerr.message);
+    const std::string address = old_instance.bound_address();
+    const auto port = endpoint_of(address).port();
+
+    // A request in flight on the old instance: read, not answered yet.
+    auto c1 = co_await connect_to(address);
+    co_await asio::async_write(c1, asio::buffer(std::string("request 1\n")), asio::use_awaitable);
+    auto [ec1, s1] = co_await old_instance.async_accept(use_tuple);
+    REQUIRE_FALSE(ec1);
+    std::string s1_buf, c1_buf;
+    CHECK(co_await read_line(s1, s1_buf) == "request 1\n");
+
+    // The new instance joins the same port's pool.
+    auto [berr, new_instance] = co_await client::async_listen(ex, raw_tcp(port), opts, asio::use_awaitable);
+    REQUIRE_MESSAGE(!berr.code, berr.message);
+    CHECK(new_instance.bound_address() == address);
+
+    event_queue<accept_result> old_accepts(ex);
+    accept_into(old_instance, old_accepts);
+    event_queue<std::error_code> drained(ex);
+    const auto drain_started = std::chrono::steady_clock::now();
+    old_instance.async_drain(10s, [&](std::error_code ec) { drained.push(ec); });
+
+    // The GoAway was queued when the drain started, so it reaches the master before this part of
+    // the answer: once the client has it, the master knows the old instance is going away.
+    co_await asio::async_write(s1, asio::buffer(std::string("partial\n")), asio::use_awaitable);
+    CHECK(co_await read_line(c1, c1_buf) == "partial\n");
+
+    // A new connection now goes to the new instance.
+    auto c2 = co_await connect_to(address);
+    co_await asio::async_write(c2, asio::buffer(std::string("request 2\n")), asio::use_awaitable);
+    auto [ec2, s2] = co_await new_instance.async_accept(use_tuple);
+    REQUIRE_FALSE(ec2);
+    std::string s2_buf, c2_buf;
+    CHECK(co_await read_line(s2, s2_buf) == "request 2\n");
+    co_await asio::async_write(s2, asio::buffer(std::string("answer 2\n")), asio::use_awaitable);
+    CHECK(co_await read_line(c2, c2_buf) == "answer 2\n");
+    CHECK(drained.empty());  // the old instance still has its request in flight
+    CHECK(old_accepts.empty());
+
+    // The old instance finishes its request; then its drain completes, early and cleanly.
+    co_await asio::async_write(s1, asio::buffer(std::string("the rest\n")), asio::use_awaitable);
+    s1.shutdown_send();
+    CHECK(co_await read_to_eof(c1, c1_buf) == "the rest\n");
+    c1.close();
+    CHECK(co_await read_to_eof(s1) == "");
+    s1.close();
+    CHECK_FALSE(co_await drained.next());
+    CHECK(std::chrono::steady_clock::now() - drain_started < 10s);
+    auto [oec, ostream] = co_await old_accepts.next();
+    CHECK(oec == asio::error::operation_aborted);
+    CHECK_FALSE(ostream.is_open());
+    CHECK(old_instance.error() == asio::error::operation_aborted);
+    CHECK_FALSE(old_instance.connected());
+
+    // And the new instance serves on.
+    auto c3 = co_await connect_to(address);
+    auto [ec3, s3] = co_await new_instance.async_accept(use_tuple);
+    REQUIRE_FALSE(ec3);
+    CHECK(s3.remote_endpoint() == c3.local_endpoint());
+  });
+}
+
+TEST_CASE("drain under load: a new instance takes over and no request fails") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto opts = test_options(master.control_address());
+    socket_definition def = raw_tcp();
+    def.http = http_route{"", "/load"};
+    auto [aerr, old_instance] = co_await client::async_listen(ex, def, opts, asio::use_awaitable);
+    REQUIRE_MESSAGE(!aerr.code, aerr.message);
+    const std::string address = old_instance.bound_address();
+    def.port = endpoint_of(address).port();
+
+    std::uint64_t served_old = 0, served_new = 0, ok = 0;
+    std::vector<std::string> failures;
+    bool stop = false;
+    event_queue<int> progress(ex);  // one event per successful response
+    asio::co_spawn(ex, http_service(old_instance, "old", served_old), asio::detached);
+
+    // Half the clients keep their connection alive; the others open one per request, so the master
+    // keeps opening new streams while the old instance goes away.
+    auto client_loop = [&](bool keep_alive) -> asio::awaitable<void> {
+      std::optional<asio::ip::tcp::socket> c;
+      std::string buf;
+      while (!stop) {
+        if (!c) c.emplace(co_await connect_to(address));
+        const std::string request = std::string("GET /load/x HTTP/1.1\r\nHost: t\r\n") +
+                                    (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
+        auto [wec, wn] = co_await asio::async_write(*c, asio::buffer(request), use_tuple);
+        auto [rec, n] = co_await asio::async_read_until(*c, asio::dynamic_buffer(buf), "\r\n\r\n", use_tuple);
+        if (wec || rec) {
+          failures.push_back("connection failed: " + (wec ? wec : rec).message());
+          co_return;
+        }
+        const std::string head = buf.substr(0, n);
+        buf.erase(0, n);
+        const auto cl = head.find("Content-Length: ");
+        const std::size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 16));
+        if (buf.size() < length) {
+          auto [bec, bn] = co_await asio::async_read(*c, asio::dynamic_buffer(buf), asio::transfer_exactly(length - buf.size()), use_tuple);
+          if (bec) {
+            failures.push_back("body failed: " + bec.message());
+            co_return;
+          }
+        }
+        buf.erase(0, length);
+        if (head.rfind("HTTP/1.1 200 ", 0) != 0) {
+          failures.push_back(head.substr(0, head.find("\r\n")));
+          co_return;
+        }
+        ++ok;
+        progress.push(0);
+        if (!keep_alive) {
+          c.reset();
+          buf.clear();
+        }
+      }
+    };
+    auto wait_for_responses = [&](int n) -> asio::awaitable<void> {
+      for (int i = 0; i < n; ++i) co_await progress.next();
+    };
+
+    ends done(ex);
+    constexpr int clients = 8;
+    for (int i = 0; i < clients; ++i) spawn(ex, client_loop(i % 2 == 0), done);
+    co_await wait_for_responses(200);
+
+    auto [berr, new_instance] = co_await client::async_listen(ex, def, opts, asio::use_awaitable);
+    REQUIRE_MESSAGE(!berr.code, berr.message);
+    asio::co_spawn(ex, http_service(new_instance, "new", served_new), asio::detached);
+    co_await wait_for_responses(200);
+
+    event_queue<std::error_code> drained(ex);
+    old_instance.async_drain(10s, [&](std::error_code ec) { drained.push(ec); });
+    CHECK_FALSE(co_await drained.next());
+    const auto old_final = served_old;
+    co_await wait_for_responses(400);
+    stop = true;
+    co_await join(done, clients);
+    INFO("old served ", served_old, ", new served ", served_new, ", ok ", ok);
+    CHECK(failures.empty());
+    for (const auto& f : failures) MESSAGE("failed request: ", f);
+    CHECK(served_old == old_final);  // nothing reached the old instance after its drain
+    CHECK(served_old > 0);
+    CHECK(served_new > 0);
+  }, 60s);
+}
+
+TEST_CASE("each rejection surfaces with its code and the master's message") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    const auto opts = test_options(master.control_address());
+    auto listen = [&](socket_definition def, client::options o) -> asio::awaitable<client::listen_error> {
+      auto [error, l] = co_await client::async_listen(ex, std::move(def), std::move(o), asio::use_awaitable);
+      CHECK_FALSE(l.connected());
+      co_return error;
+    };
+
+    SUBCASE("conflict: HTTP on a port that serves raw TCP") {
+      auto [aerr, raw] = co_await client::async_listen(ex, raw_tcp(), opts, asio::use_awaitable);
+      REQUIRE_FALSE(aerr.code);
+      socket_definition def = raw_tcp(endpoint_of(raw.bound_address()).port());
+      def.http = http_route{"", "/x"};
+      const auto e = co_await listen(def, opts);
+      REQUIRE(e.rejection);
+      CHECK(*e.rejection == rejection_code::conflict);
+      CHECK(e.code == std::errc::address_in_use);
+      CHECK(e.message.find("already serves raw TCP") != std::string::npos);
+    }
+    SUBCASE("bad request: a path prefix without a leading slash") {
+      socket_definition def = raw_tcp();
+      def.http = http_route{"", "no-slash"};
+      const auto e = co_await listen(def, opts);
+      REQUIRE(e.rejection);
+      CHECK(*e.rejection == rejection_code::bad_request);
+      CHECK(e.code == std::errc::invalid_argument);
+      CHECK(e.message.find("path prefix") != std::string::npos);
+    }
+    SUBCASE("bad certificate: PEM that is not a certificate") {
+      socket_definition def = raw_tcp();
+      def.tls = tls_certificate{"not a certificate", "not a key"};
+      const auto e = co_await listen(def, opts);
+      REQUIRE(e.rejection);
+      CHECK(*e.rejection == rejection_code::bad_certificate);
+      CHECK(e.code == std::errc::invalid_argument);
+      CHECK_FALSE(e.message.empty());
+    }
+    SUBCASE("bind failed: the port is taken by another program (not permanent, but listen() reports it)") {
+      asio::ip::tcp::acceptor taken(io, {asio::ip::make_address("127.0.0.1"), 0});
+      const auto e = co_await listen(raw_tcp(taken.local_endpoint().port()), opts);
+      REQUIRE(e.rejection);
+      CHECK(*e.rejection == rejection_code::bind_failed);
+      CHECK(e.code == std::errc::address_not_available);
+      CHECK(e.message.find("could not listen on 127.0.0.1:" + std::to_string(taken.local_endpoint().port())) !=
+            std::string::npos);
+    }
+    SUBCASE("no master: connection refused, no rejection code") {
+      auto o = opts;
+      o.master_address = "127.0.0.1:" + std::to_string(unused_port(io));
+      const auto e = co_await listen(raw_tcp(), o);
+      CHECK_FALSE(e.rejection);
+      CHECK(e.code == asio::error::connection_refused);
+      CHECK(e.message.find("cannot connect to the master at " + o.master_address) != std::string::npos);
+    }
+    SUBCASE("a master address that is not host:port is refused before connecting") {
+      auto o = opts;
+      o.master_address = "127.0.0.1:99999";
+      const auto e = co_await listen(raw_tcp(), o);
+      CHECK(e.code == std::errc::invalid_argument);
+      CHECK(e.message.find("127.0.0.1:99999") != std::string::npos);
+    }
+    SUBCASE("invalid options are refused before connecting") {
+      auto o = opts;
+      o.reconnect_max = 1ms;
+      o.reconnect_min = 10ms;
+      const auto e = co_await listen(raw_tcp(), o);
+      CHECK(e.code == socketmaster::errc::invalid_config);
+      CHECK(e.message.find("reconnect_max") != std::string::npos);
+    }
+  });
+}
+
+TEST_CASE("unauthorized: a master with --token-file refuses a missing or wrong token and takes the right one") {
+  token_file token("s3cret-token");
+  master_process master({"--token-file", token.path.string()});
+  asio::io_context io(1);
+  auto opts = test_options(master.control_address());
+  client::listen_error e;
+
+  SUBCASE("missing") {
+    auto l = client::listen(io, raw_tcp(), opts, e);
+    REQUIRE(e.rejection);
+    CHECK(*e.rejection == rejection_code::unauthorized);
+    CHECK(e.code == std::errc::permission_denied);
+    CHECK(e.message == "this master requires a token (SOCKETMASTER_TOKEN)");
+  }
+  SUBCASE("wrong, and the throwing form carries the master's message") {
+    opts.token = "guess";
+    try {
+      auto l = client::listen(io, raw_tcp(), opts);
+      FAIL("listen() should have thrown");
+    } catch (const std::system_error& x) {
+      CHECK(x.code() == std::errc::permission_denied);
+      CHECK(std::string(x.what()).find("the token is wrong") != std::string::npos);
+    }
+  }
+  SUBCASE("right, from options") {
+    opts.token = "s3cret-token";
+    auto l = client::listen(io, raw_tcp(), opts, e);
+    CHECK_FALSE(e.code);
+    CHECK(l.connected());
+  }
+  SUBCASE("right, from SOCKETMASTER_TOKEN") {
+    ::setenv("SOCKETMASTER_TOKEN", "s3cret-token", 1);
+    auto l = client::listen(io, raw_tcp(), opts, e);
+    ::unsetenv("SOCKETMASTER_TOKEN");
+    CHECK_FALSE(e.code);
+    CHECK(l.connected());
+  }
+}
+
+TEST_CASE("a permanent rejection during a reconnect ends the listener with that error instead of retrying") {
+  std::optional<master_process> master(std::in_place);
+  const std::string control = master->control_address();
+  token_file token("only-the-new-master-wants-this");
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto [error, l] = co_await client::async_listen(ex, raw_tcp(), test_options(control), asio::use_awaitable);
+    REQUIRE_MESSAGE(!error.code, error.message);
+    event_queue<accept_result> pending(ex);
+    accept_into(l, pending);
+
+    master->kill();
+    // The replacement requires a token this service does not have: retrying cannot help.
+    master.emplace(std::vector<std::string>{"--token-file", token.path.string()}, control);
+    auto [ec, s] = co_await pending.next();
+    CHECK(ec == std::errc::permission_denied);
+    CHECK_FALSE(s.is_open());
+    CHECK(l.error() == std::errc::permission_denied);
+    const auto why = l.failure();
+    REQUIRE(why.rejection);
+    CHECK(*why.rejection == rejection_code::unauthorized);
+    CHECK(why.message == "this master requires a token (SOCKETMASTER_TOKEN)");
+    CHECK_FALSE(l.connected());
+    // Given up for good: a later accept fails at once with the same error.
+    auto [ec2, s2] = co_await l.async_accept(use_tuple);
+    CHECK(ec2 == std::errc::permission_denied);
+  });
+}
+
+TEST_CASE("a cancelled accept completes with operation_aborted and takes no connection with it") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto [error, l] = co_await client::async_listen(ex, raw_tcp(), test_options(master.control_address()),
+                                                    asio::use_awaitable);
+    REQUIRE_MESSAGE(!error.code, error.message);
+    event_queue<accept_result> cancelled(ex);
+    asio::cancellation_signal signal;
+    l.async_accept(asio::bind_cancellation_slot(
+        signal.slot(), [&](std::error_code ec, client::stream s) { cancelled.push({ec, std::move(s)}); }));
+    signal.emit(asio::cancellation_type::terminal);
+    auto [cec, cs] = co_await cancelled.next();
+    CHECK(cec == asio::error::operation_aborted);
+    CHECK_FALSE(cs.is_open());
+
+    // The next connection goes to the next accept.
+    auto c = co_await connect_to(l.bound_address());
+    auto [ec, s] = co_await l.async_accept(use_tuple);
+    REQUIRE_FALSE(ec);
+    CHECK(s.remote_endpoint() == c.local_endpoint());
+  });
+}
+
+TEST_CASE("close(): a pending accept completes with operation_aborted, open streams fail, later accepts fail at once") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto [error, l] = co_await client::async_listen(ex, raw_tcp(), test_options(master.control_address()),
+                                                    asio::use_awaitable);
+    REQUIRE_MESSAGE(!error.code, error.message);
+    auto c = co_await connect_to(l.bound_address());
+    auto [aec, open_stream] = co_await l.async_accept(use_tuple);
+    REQUIRE_FALSE(aec);
+    event_queue<accept_result> pending(ex);
+    accept_into(l, pending);
+    l.close();
+    auto [ec, s] = co_await pending.next();
+    CHECK(ec == asio::error::operation_aborted);
+    char byte;
+    auto [rec, rn] = co_await open_stream.async_read_some(asio::buffer(&byte, 1), use_tuple);
+    CHECK(rec);
+    auto [ec2, s2] = co_await l.async_accept(use_tuple);
+    CHECK(ec2 == asio::error::operation_aborted);
+    CHECK(l.error() == asio::error::operation_aborted);
+    // The client's connection is closed by the master once the service is gone.
+    CHECK(co_await read_to_eof(c) == "");
+  });
+}

@@ -1,0 +1,196 @@
+// The control port, end to end: every rejection code the master can produce, each with a sentence,
+// with the master still serving afterwards; and the admin endpoint's /metrics and /routes following
+// registrations, pools, grace and the queue. Services are the Go peer (its request made by
+// `capnp encode`) and raw sockets; a rejection a raw socket receives is decoded by `capnp decode`.
+//
+// `internal` is answered only to a handshake that completes while the master is exiting, a race
+// these tests do not provoke.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/e2e/e2e_support.hpp"
+
+using namespace socketmaster::e2e;
+
+namespace {
+
+// What a raw client gets back for `bytes` on the control port, decoded by the capnp tool.
+std::string handshake_answer(const master_process& m, const temp_dir& dir, std::string_view bytes) {
+  tcp_client c(port_of(m.control()));
+  if (!bytes.empty()) c.send(bytes);
+  write_file(dir.file("response.bin"), c.read_to_eof());
+  return run({"/bin/sh", "-c", "exec capnp decode --short \"$0\" HandshakeResponse < \"$1\"", schema_path(),
+              dir.file("response.bin")})
+      .out;
+}
+
+std::string metric(const std::string& metrics, const std::string& name) {
+  const auto at = metrics.find("\n" + name + " ");
+  if (at == std::string::npos) return "(missing)";
+  const auto start = at + name.size() + 2;
+  return metrics.substr(start, metrics.find('\n', start) - start);
+}
+
+// The Prometheus text format wants every sample of a family in one group.
+bool families_are_contiguous(const std::string& metrics) {
+  std::vector<std::string> seen;
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line.front() == '#') continue;
+    const auto name = line.substr(0, line.find_first_of("{ "));
+    if (!seen.empty() && seen.back() == name) continue;
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+      MESSAGE("metric family split: " << name);
+      return false;
+    }
+    seen.push_back(name);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("every rejection code the master can produce comes with a sentence, and the master serves on") {
+  temp_dir dir;
+  master_process m({"--handshake-timeout-ms", "300"});
+
+  // badRequest: not a Cap'n Proto message at all, or nothing within the handshake deadline.
+  const auto garbage = handshake_answer(m, dir, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(garbage.find("(rejected = (code = badRequest, message = \"") != std::string::npos);
+  // A segment table announcing one segment of 200,000 words: 1.6 MB, over the 1 MiB bound.
+  const auto huge = handshake_answer(m, dir, std::string("\x00\x00\x00\x00\x40\x0d\x03\x00", 8));
+  CHECK(huge.find("code = badRequest") != std::string::npos);
+  const auto silent = handshake_answer(m, dir, "");
+  CHECK(silent.find("code = badRequest") != std::string::npos);
+  CHECK(silent.find("did not arrive within 300 ms") != std::string::npos);
+  // badRequest: a well-formed request asking for something invalid.
+  go_service bad_path(m, {"-port", "0", "-path", "no-slash"});
+  CHECK(bad_path.rejected().starts_with("badRequest the path prefix"));
+  CHECK(bad_path.wait()->code == 2);
+  go_service bad_address(m, {"-port", "0", "-address", "not-an-ip"});
+  CHECK(bad_address.rejected().starts_with("badRequest "));
+
+  go_service future(m, {"-port", "0", "-proto-version", "2"});
+  CHECK(future.rejected().starts_with("unsupportedVersion "));
+
+  // bindFailed: another process (this test) holds the port.
+  tcp_listener held;
+  go_service bind_fails(m, {"-address", "127.0.0.1", "-port", std::to_string(held.port())});
+  CHECK(bind_fails.rejected().starts_with("bindFailed "));
+
+  // conflict: raw TCP and HTTP on one port, either way round; a specific address on a port that is
+  // served on all of them.
+  go_service http(m, {"-port", "0"});
+  const auto http_port = std::to_string(http.accepted().port);
+  go_service tcp_on_http(m, {"-port", http_port, "-tcp", "-mode", "echo"});
+  CHECK(tcp_on_http.rejected().starts_with("conflict "));
+  go_service tcp(m, {"-port", "0", "-tcp", "-mode", "echo"});
+  const auto tcp_port = std::to_string(tcp.accepted().port);
+  go_service http_on_tcp(m, {"-port", tcp_port});
+  CHECK(http_on_tcp.rejected().starts_with("conflict "));
+  go_service narrower(m, {"-address", "127.0.0.1", "-port", http_port, "-path", "/n"});
+  CHECK(narrower.rejected().starts_with("conflict "));
+  go_service specific(m, {"-address", "127.0.0.1", "-port", "0"});
+  const auto specific_port = std::to_string(specific.accepted().port);
+  go_service wider(m, {"-port", specific_port, "-path", "/w"});
+  CHECK(wider.rejected().starts_with("conflict "));
+
+  // Still alive and serving (a rejection once crashed it).
+  go_service fine(m, {"-port", http_port, "-path", "/fine", "-text", "fine"});
+  fine.accepted();
+  CHECK(curl({"http://127.0.0.1:" + http_port + "/fine"}).body.starts_with("fine\n"));
+
+  const auto metrics = admin_get(m, "/metrics");
+  CHECK(metric(metrics, "socketmaster_rejections_total{code=\"badRequest\"}") == "5");
+  CHECK(metric(metrics, "socketmaster_rejections_total{code=\"unsupportedVersion\"}") == "1");
+  CHECK(metric(metrics, "socketmaster_rejections_total{code=\"bindFailed\"}") == "1");
+  CHECK(metric(metrics, "socketmaster_rejections_total{code=\"conflict\"}") == "4");
+}
+
+TEST_CASE("unauthorized: with --token-file, a missing or wrong token is refused and the right one accepted") {
+  temp_dir dir;
+  write_file(dir.file("token"), "s3cret-token\n");
+  master_process m({"--token-file", dir.file("token")});
+
+  go_service none(m, {"-port", "0"});
+  CHECK(none.rejected().starts_with("unauthorized "));
+  go_service wrong(m, {"-port", "0", "-token", "s3cret-tokem"});
+  CHECK(wrong.rejected() == "unauthorized the token is wrong");
+  go_service right(m, {"-port", "0", "-token", "s3cret-token", "-text", "authorized"});
+  const auto port = right.accepted().port;
+  CHECK(curl({"http://127.0.0.1:" + std::to_string(port) + "/"}).body.starts_with("authorized\n"));
+  CHECK_FALSE(m.logged("s3cret"));  // never a secret in the log
+}
+
+TEST_CASE("the control port can be a Unix socket: our SDK's hello registers through it") {
+  temp_dir dir;
+  const auto path = dir.file("control.sock");
+  master_process m({"--control", path});
+  CHECK(m.control() == path);
+  hello_service h(m, {"--port", "0", "--text", "over unix"});
+  CHECK(curl({"http://127.0.0.1:" + std::to_string(port_of(h.bound())) + "/u"}).body.starts_with("over unix\npath: /u\n"));
+}
+
+TEST_CASE("admin: /metrics and /routes follow registrations, pools, grace and the queue") {
+  master_process m;
+  go_service a1(m, {"-port", "0", "-path", "/a", "-text", "A1"});
+  const auto r1 = a1.accepted();
+  const auto p = std::to_string(r1.port);
+  go_service a2(m, {"-port", p, "-path", "/a", "-text", "A2"});
+  const auto r2 = a2.accepted();
+  go_service b(m, {"-port", p, "-path", "/b", "-text", "B1"});
+  const auto rb = b.accepted();
+
+  const auto listener = "[::]:" + p;
+  auto routes = admin_get(m, "/routes");
+  CHECK(routes.find("\"listener\":\"" + listener + "\",\"kind\":\"http\",\"tls\":false,\"domain_suffix\":\"\",\"path_prefix\":\"/a\"") !=
+        std::string::npos);
+  CHECK(routes.find("\"members\":[{\"registration\":" + std::to_string(r1.id) + ",\"open_streams\":0,\"draining\":false},{" +
+                    "\"registration\":" + std::to_string(r2.id)) != std::string::npos);
+  CHECK(routes.find("\"path_prefix\":\"/b\",\"in_grace\":false,\"queued\":0,\"members\":[{\"registration\":" +
+                    std::to_string(rb.id)) != std::string::npos);
+  auto metrics = admin_get(m, "/metrics");
+  const auto where = [&](const char* route) { return "{listener=\"" + listener + "\",route=\"" + route + "\"}"; };
+  CHECK(metric(metrics, "socketmaster_registrations_total") == "3");
+  CHECK(metric(metrics, "socketmaster_routes") == "2");
+  CHECK(metric(metrics, "socketmaster_pool_members" + where("*/a")) == "2");
+  CHECK(metric(metrics, "socketmaster_pool_members" + where("*/b")) == "1");
+  CHECK(families_are_contiguous(metrics));
+
+  CHECK(curl({"-o", "/dev/null", "http://127.0.0.1:" + p + "/a/bytes/100000"}).status == 200);
+  CHECK(curl({"http://127.0.0.1:" + p + "/nowhere"}).status == 404);
+  metrics = admin_get(m, "/metrics");
+  CHECK(std::stoull(metric(metrics, "socketmaster_relayed_bytes_total{direction=\"to_clients\"}")) > 100'000);
+  CHECK(std::stoull(metric(metrics, "socketmaster_relayed_bytes_total{direction=\"to_services\"}")) > 0);
+  CHECK(metric(metrics, "socketmaster_http_responses_total{class=\"2xx\"}") == "1");
+  CHECK(metric(metrics, "socketmaster_http_responses_total{class=\"4xx\"}") == "1");
+
+  // /b's only service goes: grace, then a request waits in its queue.
+  auto mark = m.mark();
+  b.kill();
+  m.wait_for_log("registration " + std::to_string(rb.id) + " ended", mark);
+  mark = m.mark();
+  background_run waiting(curl_argv({"http://127.0.0.1:" + p + "/b/waiting"}));
+  m.wait_for_log("waits in the queue", mark);
+  routes = admin_get(m, "/routes");
+  CHECK(routes.find("\"path_prefix\":\"/b\",\"in_grace\":true,\"queued\":1,\"members\":[]") != std::string::npos);
+  metrics = admin_get(m, "/metrics");
+  CHECK(metric(metrics, "socketmaster_pool_members" + where("*/b")) == "0");
+  CHECK(metric(metrics, "socketmaster_route_in_grace" + where("*/b")) == "1");
+  CHECK(metric(metrics, "socketmaster_queued_connections" + where("*/b")) == "1");
+  CHECK(metric(metrics, "socketmaster_queued_total") == "1");
+
+  go_service b2(m, {"-port", p, "-path", "/b", "-text", "B2"});
+  b2.accepted();
+  const auto answered = parse_curl(waiting.finish().out);
+  REQUIRE(answered.size() == 1);
+  CHECK(answered[0].body.starts_with("B2\npath: /b/waiting\n"));
+  metrics = admin_get(m, "/metrics");
+  CHECK(metric(metrics, "socketmaster_route_in_grace" + where("*/b")) == "0");
+  CHECK(metric(metrics, "socketmaster_queued_connections" + where("*/b")) == "0");
+}

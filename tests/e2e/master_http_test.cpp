@@ -1,0 +1,294 @@
+// HTTP through the master, end to end: the issue's walk-through, routing specificity and label
+// boundaries, keep-alive rerouting, pipelining, bodies (Content-Length, chunked, 100-continue),
+// smuggling shapes, head limits and deadlines, X-Forwarded-* and WebSocket. The services are the
+// independent Go peer (hashicorp/yamux + net/http) and our hello example; the clients are curl,
+// python3 websockets and raw sockets.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <string>
+
+#include "tests/e2e/e2e_support.hpp"
+
+using namespace socketmaster::e2e;
+
+namespace {
+
+std::string url(std::uint16_t port, std::string_view path) {
+  return "http://127.0.0.1:" + std::to_string(port) + std::string(path);
+}
+
+// The Go peer's default answer: "<text>\npath: <path>\nclient: <addr>\nxff: <X-Forwarded-For>\n".
+std::string first_line(std::string_view body) { return std::string(body.substr(0, body.find('\n'))); }
+
+std::string get(std::string_view path, std::string_view host = "x.test") {
+  return "GET " + std::string(path) + " HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n";
+}
+
+// Two Go services on one port, /a ("From A") and /b ("From B").
+struct two_services {
+  master_process master;
+  go_service a{master, {"-port", "0", "-path", "/a", "-text", "From A"}};
+  registration ra = a.accepted();
+  go_service b{master, {"-port", std::to_string(ra.port), "-path", "/b", "-text", "From B"}};
+  registration rb = b.accepted();
+  std::uint16_t port() const { return ra.port; }
+};
+
+}  // namespace
+
+TEST_CASE("walk-through: two services on one port answer From A and From B; an unrouted path is 404 at once") {
+  two_services s;
+  CHECK(s.rb.bound == s.ra.bound);
+
+  auto a = curl({url(s.port(), "/a")});
+  CHECK(a.status == 200);
+  CHECK(a.body.starts_with("From A\npath: /a\n"));
+  auto b = curl({url(s.port(), "/b/deeper?q=1")});
+  CHECK(b.status == 200);
+  CHECK(b.body.starts_with("From B\npath: /b/deeper\n"));
+
+  const auto start = std::chrono::steady_clock::now();
+  auto c = curl({url(s.port(), "/c")});
+  CHECK(c.status == 404);
+  CHECK(std::chrono::steady_clock::now() - start < 2s);  // the old Go socketmaster waited 30 s
+}
+
+TEST_CASE("our SDK's hello example and the Go peer serve side by side on one port") {
+  two_services s;
+  hello_service h(s.master, {"--port", std::to_string(s.port()), "--path", "/h", "--text", "From hello"});
+  CHECK(port_of(h.bound()) == s.port());
+  CHECK(curl({url(s.port(), "/h/x")}).body.starts_with("From hello\npath: /h/x\n"));
+  CHECK(first_line(curl({url(s.port(), "/a")}).body) == "From A");
+}
+
+TEST_CASE("routing: longest domain suffix at a label boundary wins, then longest path prefix at a segment boundary") {
+  master_process m;
+  go_service ex(m, {"-port", "0", "-domain", "example.com", "-text", "EX"});
+  const auto port = ex.accepted().port;
+  const auto p = std::to_string(port);
+  go_service api(m, {"-port", p, "-domain", "api.example.com", "-text", "API"});
+  go_service deep(m, {"-port", p, "-domain", "example.com", "-path", "/a/deep", "-text", "DEEP"});
+  go_service any_a(m, {"-port", p, "-path", "/a", "-text", "ANY-A"});
+  api.accepted();
+  deep.accepted();
+  any_a.accepted();
+
+  struct probe {
+    const char* host;
+    const char* path;
+    const char* want;  // first line of the answer, or "404"
+  };
+  const probe probes[] = {
+      {"example.com", "/x", "EX"},
+      {"api.example.com", "/x", "API"},
+      {"x.api.example.com", "/x", "API"},
+      {"API.Example.COM:8080", "/x", "API"},  // case and port do not matter
+      {"example.com.", "/x", "EX"},           // nor a trailing dot
+      {"badexample.com", "/x", "404"},        // not at a label boundary
+      {"badexample.com", "/a/1", "ANY-A"},
+      {"example.com", "/a/deep", "DEEP"},
+      {"example.com", "/a/deep/z", "DEEP"},
+      {"example.com", "/a/deeper", "EX"},  // a prefix matches whole segments only
+      {"example.com", "/a/x", "EX"},       // the longer domain beats the longer path
+      {"api.example.com", "/a/deep", "API"},
+      {"other.test", "/a", "ANY-A"},
+      {"other.test", "/ab", "404"},
+  };
+  for (const auto& pr : probes) {
+    CAPTURE(pr.host);
+    CAPTURE(pr.path);
+    auto r = curl({"-H", std::string("Host: ") + pr.host, url(port, pr.path)});
+    if (std::string_view(pr.want) == "404")
+      CHECK(r.status == 404);
+    else
+      CHECK(first_line(r.body) == pr.want);
+  }
+}
+
+TEST_CASE("keep-alive: one client connection alternating /a and /b has each request routed on its own") {
+  two_services s;
+  const auto out = run(curl_argv({url(s.port(), "/a/1"), url(s.port(), "/b/2"), url(s.port(), "/a/3"), url(s.port(), "/b/4")}));
+  REQUIRE(out.status.success());
+  const auto responses = parse_curl(out.out);
+  REQUIRE(responses.size() == 4);
+  int connects = 0;
+  for (const auto& r : responses) connects += r.connects;
+  CHECK(connects == 1);  // curl reused its one connection for all four
+  CHECK(responses[0].body.starts_with("From A\npath: /a/1\n"));
+  CHECK(responses[1].body.starts_with("From B\npath: /b/2\n"));
+  CHECK(responses[2].body.starts_with("From A\npath: /a/3\n"));
+  CHECK(responses[3].body.starts_with("From B\npath: /b/4\n"));
+
+  // One stream per backend switch (four), and none per request while the backend stays the same:
+  // three more requests to /a on one connection open exactly one more stream.
+  const auto opened = [&] {
+    const auto metrics = admin_get(s.master, "/metrics");
+    const auto at = metrics.find("\nsocketmaster_streams_opened_total ");
+    return std::stoi(metrics.substr(at + 35));
+  };
+  CHECK(opened() == 4);
+  const auto same = run(curl_argv({url(s.port(), "/a/5"), url(s.port(), "/a/6"), url(s.port(), "/a/7")}));
+  CHECK(parse_curl(same.out).size() == 3);
+  CHECK(opened() == 5);
+}
+
+TEST_CASE("keep-alive: after the service closes a kept-alive stream, the client's next request gets a new one, not a 502") {
+  two_services s;
+  tcp_client c(s.port());
+  c.send(get("/a/then-close"));  // answered as keep-alive, then the service closes its end
+  CHECK(c.read_response().find("\r\n\r\nFrom A\npath: /a/then-close\n") != std::string::npos);
+  c.send(get("/a/next"));
+  const auto next = c.read_response();
+  CHECK(next.starts_with("HTTP/1.1 200 "));
+  CHECK(next.find("\r\n\r\nFrom A\npath: /a/next\n") != std::string::npos);
+  // Pipelined behind such an answer, too.
+  c.send(get("/a/then-close") + get("/b/after"));
+  CHECK(c.read_response().find("path: /a/then-close") != std::string::npos);
+  CHECK(c.read_response().find("From B\npath: /b/after\n") != std::string::npos);
+  c.send(get("/b/then-close") + get("/b/again"));
+  CHECK(c.read_response().find("path: /b/then-close") != std::string::npos);
+  CHECK(c.read_response().find("From B\npath: /b/again\n") != std::string::npos);
+}
+
+TEST_CASE("pipelining: requests written in one go, bodies included, are all answered in order") {
+  two_services s;
+  tcp_client c(s.port());
+  c.send(get("/a/1") +
+         "POST /b/echo-body HTTP/1.1\r\nHost: x.test\r\nContent-Length: 11\r\n\r\nhello world" +
+         "HEAD /a/bytes/100 HTTP/1.1\r\nHost: x.test\r\n\r\n" + get("/a/3") +
+         "GET /b/4 HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n");
+  const auto r1 = c.read_response();
+  const auto r2 = c.read_response();
+  const auto r3 = c.read_head();  // Content-Length: 100, and no body: it answers a HEAD
+  const auto r4 = c.read_response();
+  const auto r5 = c.read_response();
+  CHECK(r1.find("\r\n\r\nFrom A\npath: /a/1\n") != std::string::npos);
+  CHECK(r2.ends_with("\r\n\r\nhello world"));
+  CHECK(content_length(r3) == 100);
+  CHECK(r4.starts_with("HTTP/1.1 200 "));  // not 100 stray bytes of the HEAD answer's body
+  CHECK(r4.find("\r\n\r\nFrom A\npath: /a/3\n") != std::string::npos);
+  CHECK(r5.find("\r\n\r\nFrom B\npath: /b/4\n") != std::string::npos);
+  CHECK(c.read_to_eof().empty());  // Connection: close ends it after the last answer
+}
+
+TEST_CASE("bodies: Content-Length, chunked and Expect: 100-continue arrive intact; a large response too") {
+  two_services s;
+  temp_dir dir;
+  std::string payload;
+  for (int i = 0; payload.size() < 3'000'000; ++i) payload += "line " + std::to_string(i) + " of the request body\n";
+  write_file(dir.file("body"), payload);
+
+  auto sized = curl({"--data-binary", "@" + dir.file("body"), "-H", "Expect: 100-continue", "-o", dir.file("echo1"),
+                     url(s.port(), "/a/echo-body")});
+  CHECK(sized.status == 200);
+  CHECK(read_file(dir.file("echo1")) == payload);
+
+  auto chunked = curl({"--data-binary", "@" + dir.file("body"), "-H", "Transfer-Encoding: chunked", "-o",
+                       dir.file("echo2"), url(s.port(), "/b/echo-body")});
+  CHECK(chunked.status == 200);
+  CHECK(read_file(dir.file("echo2")) == payload);
+
+  auto big = curl({"-o", dir.file("big"), url(s.port(), "/a/bytes/16000000")});
+  CHECK(big.status == 200);
+  CHECK(std::filesystem::file_size(dir.file("big")) == 16'000'000);
+}
+
+TEST_CASE("smuggling shapes get 400 and the connection closes; a good request before one is still answered") {
+  two_services s;
+  const std::pair<const char*, std::string> shapes[] = {
+      {"Content-Length and Transfer-Encoding",
+       "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"two different Content-Lengths", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"},
+      {"Transfer-Encoding not ending in chunked", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc"},
+      {"chunked then identity", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"},
+      {"Transfer-Encoding in HTTP/1.0", "POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"obs-fold", "GET /a HTTP/1.1\r\nHost: x\r\nX-Folded: one\r\n two\r\n\r\n"},
+      {"bare LF line endings", "GET /a HTTP/1.1\nHost: x\n\n"},
+      {"whitespace before the colon", "GET /a HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello"},
+      {"two Host headers", "GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"},
+  };
+  for (const auto& shape : shapes) {
+    const char* name = shape.first;
+    CAPTURE(name);
+    tcp_client c(s.port());
+    c.send(shape.second);
+    const auto answer = c.read_to_eof();
+    CHECK(answer.starts_with("HTTP/1.1 400 "));
+    CHECK(count(answer, "HTTP/1.1") == 1);
+  }
+
+  tcp_client c(s.port());
+  c.send(get("/a/first") + std::string(shapes[0].second));
+  CHECK(c.read_response().find("From A\npath: /a/first\n") != std::string::npos);
+  CHECK(c.read_to_eof().starts_with("HTTP/1.1 400 "));
+}
+
+TEST_CASE("limits: an oversized head gets 431; a head not complete within --header-timeout-ms gets 408") {
+  master_process m({"--header-timeout-ms", "300"});
+  go_service a(m, {"-port", "0", "-path", "/a", "-text", "From A"});
+  const auto port = a.accepted().port;
+
+  {
+    tcp_client c(port);
+    c.send("GET /a HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70'000, 'b') + "\r\n\r\n");
+    CHECK(c.read_to_eof().starts_with("HTTP/1.1 431 "));
+  }
+  {
+    std::string many = "GET /a HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < 101; ++i) many += "X-H" + std::to_string(i) + ": v\r\n";
+    tcp_client c(port);
+    c.send(many + "\r\n");
+    CHECK(c.read_to_eof().starts_with("HTTP/1.1 431 "));
+  }
+  {
+    tcp_client c(port);
+    const auto start = std::chrono::steady_clock::now();
+    c.send("GET /a HTTP/1.1\r\nHo");
+    CHECK(c.read_to_eof().starts_with("HTTP/1.1 408 "));
+    const auto took = std::chrono::steady_clock::now() - start;
+    CHECK(took >= 250ms);
+    CHECK(took < 5s);
+  }
+  {
+    // An idle kept-alive connection is closed at the same deadline, without an answer.
+    tcp_client c(port);
+    c.send(get("/a/once"));
+    CHECK(c.read_response().find("path: /a/once") != std::string::npos);
+    CHECK(c.read_to_eof().empty());
+  }
+}
+
+TEST_CASE("X-Forwarded-For, -Proto and -Host reach the service; the client's own -Proto and -Host are replaced") {
+  two_services s;
+  auto plain = curl({url(s.port(), "/a")});
+  CHECK(plain.body.find("\nxff: 127.0.0.1\n") != std::string::npos);  // the IPv4 address, not ::ffff:127.0.0.1
+
+  auto r = curl({"-H", "Host: app.test:8080", "-H", "X-Forwarded-For: 203.0.113.7", "-H", "X-Forwarded-Proto: https",
+                 "-H", "X-Forwarded-Host: evil.test", url(s.port(), "/a/headers")});
+  CHECK(r.status == 200);
+  CHECK(r.body.find("X-Forwarded-For: 203.0.113.7, 127.0.0.1\n") != std::string::npos);
+  CHECK(r.body.find("X-Forwarded-Proto: http\n") != std::string::npos);
+  CHECK(r.body.find("X-Forwarded-Host: app.test:8080\n") != std::string::npos);
+  CHECK(count(r.body, "X-Forwarded-Proto:") == 1);
+  CHECK(r.body.find("evil.test") == std::string::npos);
+}
+
+TEST_CASE("WebSocket: python websockets echoes through the master to the Go peer and to hello") {
+  two_services s;
+  hello_service h(s.master, {"--port", std::to_string(s.port()), "--path", "/h", "--text", "From hello"});
+  CHECK(websocket_echo("ws://127.0.0.1:" + std::to_string(s.port()) + "/a/ws").out == "ECHO OK\n");
+  CHECK(websocket_echo("ws://127.0.0.1:" + std::to_string(s.port()) + "/h/ws").out == "ECHO OK\n");
+  // The port still serves plain requests afterwards.
+  CHECK(first_line(curl({url(s.port(), "/b")}).body) == "From B");
+}
+
+TEST_CASE("IPv6: a registration on ::1 is served over IPv6, and the service sees the IPv6 client") {
+  master_process m;
+  go_service v6(m, {"-address", "::1", "-port", "0", "-text", "V6"});
+  const auto r = v6.accepted();
+  CHECK(r.bound.starts_with("[::1]:"));
+  auto answer = curl({"-g", "http://[::1]:" + std::to_string(r.port) + "/six"});
+  CHECK(answer.body.starts_with("V6\npath: /six\n"));
+  CHECK(answer.body.find("\nxff: ::1\n") != std::string::npos);
+}

@@ -1,0 +1,191 @@
+// Services and the master coming and going, end to end: a draining service (GoAway) gets no new
+// streams while its in-flight request completes and a second instance takes over; a request that
+// arrives while a route is in grace waits for the replacement; grace expiry answers 503 and closes
+// the listener; SIGTERM on the master drains it and it exits 0. Waits are on events the master
+// logs or the service prints, never on the clock.
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <chrono>
+#include <string>
+
+#include "tests/e2e/e2e_support.hpp"
+
+using namespace socketmaster::e2e;
+
+namespace {
+
+std::string url(std::uint16_t port, std::string_view path) {
+  return "http://127.0.0.1:" + std::to_string(port) + std::string(path);
+}
+
+http_response only_response(background_run& r) {
+  const auto out = r.finish();
+  const auto responses = parse_curl(out.out);
+  if (responses.size() != 1) throw std::runtime_error("curl: " + out.out);
+  return responses.front();
+}
+
+std::string routed_to(const registration& r) { return "to registration " + std::to_string(r.id); }
+
+// {"registration":N,"open_streams":N,"draining":B} from /routes.
+std::string member_entry(const std::string& routes, const registration& r) {
+  const auto at = routes.find("{\"registration\":" + std::to_string(r.id) + ",");
+  if (at == std::string::npos) return "(no member " + std::to_string(r.id) + " in " + routes + ")";
+  return routes.substr(at, routes.find('}', at) + 1 - at);
+}
+
+}  // namespace
+
+TEST_CASE("drain: a service that sent GoAway gets no new stream, finishes its in-flight request, and a new instance takes over") {
+  master_process m;
+  go_service d1(m, {"-port", "0", "-text", "D1"});
+  const auto r1 = d1.accepted();
+
+  // A kept-alive client connection that has been served by D1, and a slow request in D1's handler
+  // (its head has arrived; the body follows 2 s later).
+  tcp_client kept(r1.port);
+  kept.send("GET /k1 HTTP/1.1\r\nHost: x.test\r\n\r\n");
+  CHECK(kept.read_response().find("\r\n\r\nD1\npath: /k1\n") != std::string::npos);
+  const auto before_slow = m.mark();
+  tcp_client slow(r1.port);
+  slow.send("GET /slow?ms=2000&head=first HTTP/1.1\r\nHost: x.test\r\n\r\n");
+  const auto slow_head = slow.read_head();
+  CHECK(slow_head.starts_with("HTTP/1.1 200 "));
+  m.wait_for_log(routed_to(r1), before_slow);  // so that mark() below comes after that line
+
+  d1.terminate();
+  REQUIRE(d1.next_line() == "GOAWAY");
+  CHECK(member_entry(admin_get(m, "/routes"), r1).ends_with("\"draining\":true}"));
+
+  // D1 is the only member and the least loaded one would be picked, yet the new request waits.
+  const auto mark = m.mark();
+  background_run fresh(curl_argv({url(r1.port, "/fresh")}));
+  m.wait_for_log("waits in the queue", mark);
+  CHECK_FALSE(m.logged(routed_to(r1), mark));
+
+  go_service d2(m, {"-port", std::to_string(r1.port), "-text", "D2"});
+  d2.accepted();
+  CHECK(only_response(fresh).body.starts_with("D2\npath: /fresh\n"));
+  // The next request on the kept-alive connection goes to the new instance too.
+  kept.send("GET /k2 HTTP/1.1\r\nHost: x.test\r\n\r\n");
+  CHECK(kept.read_response().find("\r\n\r\nD2\npath: /k2\n") != std::string::npos);
+
+  CHECK(slow.read_exact(content_length(slow_head)).starts_with("D1\npath: /slow\n"));
+  CHECK(d1.next_line() == "DRAINED");
+  CHECK(d1.wait()->success());
+}
+
+TEST_CASE("grace: a request that arrives while the service is gone waits, and its replacement answers 200") {
+  master_process m({"--grace", "30"});
+  go_service g1(m, {"-port", "0", "-path", "/g", "-text", "G1"});
+  const auto r1 = g1.accepted();
+  CHECK(curl({url(r1.port, "/g")}).body.starts_with("G1\n"));
+
+  auto mark = m.mark();
+  g1.kill();
+  m.wait_for_log("registration " + std::to_string(r1.id) + " ended", mark);
+  mark = m.mark();
+  background_run queued(curl_argv({url(r1.port, "/g/queued")}));
+  m.wait_for_log("waits in the queue", mark);
+  CHECK_FALSE(queued.ended());
+
+  go_service g2(m, {"-port", std::to_string(r1.port), "-path", "/g", "-text", "G2"});
+  CHECK(g2.accepted().port == r1.port);
+  const auto answer = only_response(queued);
+  CHECK(answer.status == 200);
+  CHECK(answer.body.starts_with("G2\npath: /g/queued\n"));
+}
+
+TEST_CASE("grace expiry: the waiting request gets 503, the listener closes, and connections are refused") {
+  master_process m({"--grace", "1"});
+  go_service g(m, {"-port", "0", "-text", "G"});
+  const auto r = g.accepted();
+
+  auto mark = m.mark();
+  g.kill();
+  m.wait_for_log("registration " + std::to_string(r.id) + " ended", mark);
+  const auto expired = curl({url(r.port, "/late")});  // waits in the queue until the grace ends
+  CHECK(expired.status == 503);
+  m.wait_for_log("listener [::]:" + std::to_string(r.port) + " closed", mark);
+  CHECK(tcp_client::connect_error(r.port) == ECONNREFUSED);
+  CHECK(admin_get(m, "/routes") == "[]\n");
+}
+
+TEST_CASE("a service that dies before answering gets its client a 502, not an empty reply") {
+  master_process m;
+  go_service s(m, {"-port", "0", "-text", "S"});
+  const auto r = s.accepted();
+  const auto mark = m.mark();
+  background_run doomed(curl_argv({url(r.port, "/slow?ms=10000")}));
+  m.wait_for_log(routed_to(r), mark);
+  s.kill();
+  const auto answer = only_response(doomed);
+  CHECK(answer.status == 502);
+  CHECK(answer.body == "the service failed before answering\n");
+}
+
+TEST_CASE("grace: when the route's queue is full (--queue-limit), a further request gets 503 at once") {
+  master_process m({"--grace", "30", "--queue-limit", "1"});
+  go_service g(m, {"-port", "0", "-text", "G"});
+  const auto r = g.accepted();
+  auto mark = m.mark();
+  g.kill();
+  m.wait_for_log("registration " + std::to_string(r.id) + " ended", mark);
+  mark = m.mark();
+  background_run first(curl_argv({url(r.port, "/first")}));
+  m.wait_for_log("waits in the queue", mark);
+
+  const auto start = std::chrono::steady_clock::now();
+  const auto second = curl({url(r.port, "/second")});
+  CHECK(second.status == 503);
+  CHECK(std::chrono::steady_clock::now() - start < 2s);
+
+  go_service back(m, {"-port", std::to_string(r.port), "-text", "back"});
+  back.accepted();
+  CHECK(only_response(first).body.starts_with("back\npath: /first\n"));
+}
+
+TEST_CASE("SIGTERM on the master: it stops accepting, lets the in-flight request finish, and exits 0") {
+  master_process m;
+  go_service s(m, {"-port", "0", "-text", "S"});
+  const auto r = s.accepted();
+  auto mark = m.mark();
+  background_run slow(curl_argv({url(r.port, "/slow?ms=1000")}));
+  m.wait_for_log(routed_to(r), mark);
+
+  m.terminate();
+  m.wait_for_log("draining", mark);
+  CHECK(tcp_client::connect_error(r.port) == ECONNREFUSED);
+  CHECK(tcp_client::connect_error(port_of(m.control())) == ECONNREFUSED);
+
+  const auto done = only_response(slow);
+  CHECK(done.status == 200);
+  CHECK(done.body.starts_with("S\npath: /slow\n"));
+  const auto status = m.wait_exit();
+  REQUIRE(status);
+  CHECK(status->success());
+  CHECK(m.logged("drained (0 connections cut)"));
+  CHECK(s.next_line() == "CLOSED");  // the master ended the service's session on its way out
+}
+
+TEST_CASE("SIGTERM on the master: a request still open at --drain-timeout is cut with a 502, and the master exits 0") {
+  master_process m({"--drain-timeout", "0.3"});
+  go_service s(m, {"-port", "0", "-text", "S"});
+  const auto r = s.accepted();
+  const auto mark = m.mark();
+  background_run stuck(curl_argv({url(r.port, "/slow?ms=20000")}));
+  m.wait_for_log(routed_to(r), mark);
+
+  const auto start = std::chrono::steady_clock::now();
+  m.terminate();
+  const auto status = m.wait_exit();
+  REQUIRE(status);
+  CHECK(status->success());
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  CHECK(m.logged("drained (1 connections cut)"));
+  // The master closed the service's session on its way out, so the open request failed before
+  // any answer: the client is told so rather than left with a silently closed connection.
+  CHECK(only_response(stuck).status == 502);
+  CHECK(s.next_line() == "CLOSED");
+}
