@@ -17,7 +17,12 @@ if(Asio_FOUND AND NOT TARGET Asio::asio)
     INTERFACE_INCLUDE_DIRECTORIES "${Asio_INCLUDE_DIR}"
     # Asio 1.22 only recognises clang's coroutines through libc++'s <experimental/coroutine>; clang 14
     # with libstdc++'s <coroutine> works, so say so.
-    INTERFACE_COMPILE_DEFINITIONS "ASIO_NO_DEPRECATED;$<$<CXX_COMPILER_ID:Clang>:ASIO_HAS_CO_AWAIT=1>"
+    # Asio 1.22 decides between aligned_alloc/free and operator new/delete for its recycled handler
+    # and coroutine-frame memory from a libstdc++ macro that is only defined once a standard header
+    # has been included: a file that includes Asio first gets the other pair, so memory allocated
+    # in one file is freed with the wrong function in another (ASan: alloc-dealloc-mismatch). One
+    # choice for every file: operator new/delete.
+    INTERFACE_COMPILE_DEFINITIONS "ASIO_NO_DEPRECATED;ASIO_DISABLE_STD_ALIGNED_ALLOC;$<$<CXX_COMPILER_ID:Clang>:ASIO_HAS_CO_AWAIT=1>"
     INTERFACE_LINK_LIBRARIES Threads::Threads)
 endif()
 mark_as_advanced(Asio_INCLUDE_DIR)
