@@ -188,8 +188,9 @@ asio::awaitable<std::string> hold(yamux::session& session, yamux::stream& s, com
 asio::awaitable<std::string> serve_stream(yamux::session& session, yamux::stream s,
                                           const command_server_options& options, serve_stats& stats) {
   command_reader in(s);
-  auto [line, error] = co_await in.read_line();
-  if (!error.empty()) co_return error;
+  auto read = co_await in.read_line();
+  if (!read.second.empty()) co_return read.second;
+  const std::string& line = read.first;  // not a structured binding: `bad` captures it (clang 14)
   const auto f = fields(line);
   auto bad = [&](std::string why) -> asio::awaitable<std::string> {
     co_await reply(s, "ERR " + why + "\n");

@@ -56,6 +56,8 @@ struct session_pair {
   session server;
 };
 
+// Tests whose lambdas use the sessions name them as references to the pair's members: clang 14
+// cannot capture structured bindings.
 session_pair make_sessions(asio::io_context& io, config client_cfg = {}, config server_cfg = {}) {
   auto [a, b] = socket_pair(io);
   return {session(std::move(a), role::client, client_cfg), session(std::move(b), role::server, server_cfg)};
@@ -82,6 +84,14 @@ asio::awaitable<std::pair<std::vector<std::byte>, std::error_code>> read_all(str
     out.insert(out.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
     if (ec) co_return std::pair{std::move(out), ec};
   }
+}
+
+// The next stream `server` accepts (the test stops if the accept fails): a named stream, for tests
+// whose lambdas use it (clang 14 cannot capture structured bindings).
+asio::awaitable<stream> accept_ok(session& server) {
+  auto [ec, s] = co_await server.async_accept(use_tuple);
+  REQUIRE_FALSE(ec);
+  co_return std::move(s);
 }
 
 asio::awaitable<frame_header> read_frame(socket_type& raw, std::vector<std::byte>* payload = nullptr) {
@@ -114,7 +124,8 @@ asio::awaitable<frame_header> read_until(socket_type& raw, frame_type type) {
 
 TEST_CASE("a stream carries 4 MiB each way and ends with FIN both ways") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
-    auto [client, server] = make_sessions(io);
+    auto sessions = make_sessions(io);
+    session &client = sessions.client, &server = sessions.server;
     const auto up = pattern(4 << 20, 1), down = pattern(4 << 20, 2);
     auto c = client.open();
     auto server_side = [&]() -> asio::awaitable<void> {
@@ -148,8 +159,7 @@ TEST_CASE("half-close: the side that got FIN keeps writing until it closes") {
     co_await asio::async_write(c, asio::buffer(hello), asio::use_awaitable);
     c.shutdown_send();
     c.shutdown_send();  // FIN exactly once
-    auto [ec, s] = co_await server.async_accept(use_tuple);
-    REQUIRE_FALSE(ec);
+    auto s = co_await accept_ok(server);
     auto [got, rec] = co_await read_all(s);
     CHECK(rec == asio::error::eof);
     CHECK(got.size() == 5);
@@ -178,8 +188,7 @@ TEST_CASE("reset: the peer's pending read fails with stream_reset, and new write
     auto [client, server] = make_sessions(io);
     auto c = client.open();
     co_await asio::async_write(c, asio::buffer("x", 1), asio::use_awaitable);
-    auto [ec, s] = co_await server.async_accept(use_tuple);
-    REQUIRE_FALSE(ec);
+    auto s = co_await accept_ok(server);
     std::array<char, 1> one;
     co_await asio::async_read(s, asio::buffer(one), asio::use_awaitable);
     auto reader = [&]() -> asio::awaitable<std::error_code> {
@@ -297,7 +306,8 @@ TEST_CASE("opens beyond the unacknowledged limit wait for ACKs instead of overfl
 
 TEST_CASE("a sender stops at the receiver's window and resumes when it reads") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
-    auto [client, server] = make_sessions(io);
+    auto sessions = make_sessions(io);
+    session &client = sessions.client, &server = sessions.server;
     const auto data = pattern(1 << 20);
     auto c = client.open();
     bool write_done = false;
@@ -327,7 +337,8 @@ TEST_CASE("a fast reader's receive window grows past 256 KiB, within the configu
   run([](asio::io_context& io) -> asio::awaitable<void> {
     config cfg;
     cfg.max_stream_window = 1 << 20;
-    auto [client, server] = make_sessions(io, cfg, cfg);
+    auto sessions = make_sessions(io, cfg, cfg);
+    session &client = sessions.client, &server = sessions.server;
     const auto data = pattern(64 << 20);
     auto c = client.open();
     std::uint32_t largest = 0;
@@ -415,7 +426,8 @@ TEST_CASE("after our go-away a SYN that crossed it is accepted; once the peer an
 
 TEST_CASE("closing the session fails pending operations and later ones") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
-    auto [client, server] = make_sessions(io);
+    auto sessions = make_sessions(io);
+    session &client = sessions.client, &server = sessions.server;
     auto c = client.open();
     auto reader = [&]() -> asio::awaitable<std::error_code> {
       std::array<char, 8> b;
@@ -590,7 +602,8 @@ TEST_CASE("destroying streams frees their ids on both sides") {
 
 TEST_CASE("1,000 concurrent streams each echo 64 KiB intact") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
-    auto [client, server] = make_sessions(io);
+    auto sessions = make_sessions(io);
+    session &client = sessions.client, &server = sessions.server;
     constexpr int count = 1000;
     auto echo_server = [&]() -> asio::awaitable<void> {
       for (int i = 0; i < count; ++i) {
@@ -641,10 +654,11 @@ TEST_CASE("1,000 concurrent streams each echo 64 KiB intact") {
 
 TEST_CASE("a write in flight when the peer's RST arrives fails with stream_reset") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
-    auto [a, raw] = socket_pair(io);
+    auto sockets = socket_pair(io);
+    socket_type& raw = sockets.second;  // not a structured binding: the lambda below uses it
     config cfg;
     cfg.enable_keepalive = false;
-    session client(std::move(a), role::client, cfg);
+    session client(std::move(sockets.first), role::client, cfg);
     auto c = client.open();
     // A big window granted by hand: one 1 MiB batch is more than the socket buffer holds, and the
     // raw peer does not read, so the batch (and the write in it) stays in flight.
