@@ -503,6 +503,13 @@ std::size_t rss_slack() {
 #endif
 }
 
+void bound_sanitizer_quarantine() {
+  const char* current = std::getenv("ASAN_OPTIONS");
+  std::string options = current && *current ? std::string(current) + ":" : std::string();
+  options += "quarantine_size_mb=16";
+  ::setenv("ASAN_OPTIONS", options.c_str(), 1);
+}
+
 // --- files ---------------------------------------------------------------------------------------
 
 temp_dir::temp_dir() {

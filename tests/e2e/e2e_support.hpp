@@ -226,6 +226,11 @@ void set_fd_soft_limit(std::size_t n);
 // master (SOCKETMASTER_E2E_MASTER) may run under a sanitizer, whose allocator keeps freed memory in
 // quarantine and pads every allocation.
 std::size_t rss_slack();
+// For a test that measures a master's memory across many thousands of allocations: ASan keeps freed
+// memory in a quarantine (256 MiB by default) that such an attack fills, and RSS growth would then
+// measure the quarantine. Appends quarantine_size_mb=16 to ASAN_OPTIONS for masters started from
+// here on (other builds ignore it). Call it before any thread of the test runs.
+void bound_sanitizer_quarantine();
 
 // --- files ---------------------------------------------------------------------------------------
 

@@ -177,6 +177,7 @@ handshake_request sample_request(std::uint16_t port, std::string path) {
 
 TEST_CASE("10,000 random and truncated handshakes each get a badRequest answer or a close, never a hang") {
   raise_fd_limit();
+  bound_sanitizer_quarantine();
   master_process m({"--handshake-timeout-ms", "3000"});
   go_service svc(m, {"-port", "0", "-path", "/ok", "-text", "still here"});
   const auto port = svc.accepted().port;

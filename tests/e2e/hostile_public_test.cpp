@@ -25,6 +25,19 @@ namespace {
 
 
 
+// Waits until the master counts at least `n` open public connections (it has accepted them all);
+// throws after `timeout`.
+void wait_for_active_connections(const master_process& m, std::size_t n, duration timeout) {
+  const auto deadline = clock_type::now() + timeout;
+  for (;;) {
+    const auto metrics = admin_get(m, "/metrics");
+    const std::string name = "\nsocketmaster_active_connections ";
+    const auto at = metrics.find(name);
+    if (at != std::string::npos && std::stoul(metrics.substr(at + name.size())) >= n) return;
+    if (clock_type::now() > deadline) throw std::runtime_error("the master did not reach " + std::to_string(n) + " connections");
+  }
+}
+
 }  // namespace
 
 TEST_CASE("1,000 slow clients hold partial heads while others are served within a second; each then gets 408; "
@@ -56,7 +69,9 @@ TEST_CASE("1,000 slow clients hold partial heads while others are served within 
     slow.push_back(std::make_unique<tcp_client>(port));
     slow.back()->send("GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow-" + std::to_string(i) + ": not yet fini");
   }
-  // Served behind them in the accept queue, and while they all hang on.
+  // Once the master holds them all, others are served while they hang on.
+  wait_for_active_connections(m, 1000, 10s);
+  const auto accepted_after = clock_type::now() - attack_start;
   std::vector<long long> latencies;
   for (int i = 0; i < 20; ++i) latencies.push_back(ms(timed_get(port, "/ok")));
   const auto rss_under_attack = rss_kib(m.pid());
@@ -67,7 +82,7 @@ TEST_CASE("1,000 slow clients hold partial heads while others are served within 
   for (auto& c : slow)
     if (c->read_to_eof(10s).starts_with("HTTP/1.1 408 ")) ++got_408;
   const auto all_done = clock_type::now() - attack_start;
-  MESSAGE("1,000 slow clients: GET latencies meanwhile (ms): " << join(latencies) << "; RSS " << rss_before << " -> "
+  MESSAGE("1,000 slow clients, all held after " << ms(accepted_after) << " ms: GET latencies meanwhile (ms): " << join(latencies) << "; RSS " << rss_before << " -> "
                                                                << rss_under_attack << " KiB; all 408 after "
                                                                << ms(all_done) << " ms");
   for (auto l : latencies) CHECK(l < 1000);
