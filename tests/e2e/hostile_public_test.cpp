@@ -48,7 +48,7 @@ TEST_CASE("1,000 slow clients hold partial heads while others are served within 
   set_fd_soft_limit(512);
   std::unique_ptr<master_process> started;
   try {
-    started = std::make_unique<master_process>(std::vector<std::string>{"--header-timeout-ms", "4000"});
+    started = std::make_unique<master_process>(std::vector<std::string>{"--header-timeout-ms", "6000"});
   } catch (...) {
     set_fd_soft_limit(hard);
     throw;
@@ -76,7 +76,7 @@ TEST_CASE("1,000 slow clients hold partial heads while others are served within 
   for (int i = 0; i < 20; ++i) latencies.push_back(ms(timed_get(port, "/ok")));
   const auto rss_under_attack = rss_kib(m.pid());
   const auto attack_elapsed = clock_type::now() - attack_start;
-  CHECK(attack_elapsed < 4s);  // the 20 were served before any slow head timed out
+  CHECK(attack_elapsed < 6s);  // the 20 were served before any slow head timed out
 
   std::size_t got_408 = 0;
   for (auto& c : slow)

@@ -468,6 +468,23 @@ TEST_CASE("a writer that cannot write within the write timeout ends the session"
   });
 }
 
+TEST_CASE("a stream the peer never acknowledges ends the session after stream_open_timeout") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [a, raw] = socket_pair(io);
+    config cfg;
+    cfg.enable_keepalive = false;
+    cfg.stream_open_timeout = 100ms;
+    session client(std::move(a), role::client, cfg);
+    auto c = client.open();
+    const auto start = std::chrono::steady_clock::now();
+    auto g = co_await read_until(raw, frame_type::go_away);
+    CHECK(g.length == static_cast<std::uint32_t>(go_away_code::normal));
+    auto [ec] = co_await client.async_wait_closed(use_tuple);
+    CHECK(ec == errc::stream_open_timeout);
+    CHECK(std::chrono::steady_clock::now() - start >= 100ms);
+  });
+}
+
 TEST_CASE("late frames for streams that have ended are discarded; the session goes on") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [raw, b] = socket_pair(io);
