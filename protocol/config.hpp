@@ -22,6 +22,11 @@ struct config {
   std::chrono::milliseconds keepalive_interval{30'000};
   // A write to the transport, or a keepalive ping, that takes longer than this ends the session.
   std::chrono::milliseconds write_timeout{10'000};
+  // A stream we opened whose SYN the peer has not answered (ACK or RST) within this ends the
+  // session (GoAway(normal), then close), like hashicorp/yamux's StreamOpenTimeout: a peer whose
+  // application accepts nothing would otherwise hold every opener, and everything queued behind the
+  // max_unacknowledged_opens limit, forever. Zero disables the check.
+  std::chrono::milliseconds stream_open_timeout{30'000};
   // Receive window a stream starts with; the protocol fixes 256 KiB, a larger value is announced to
   // the peer with the SYN/ACK window delta as hashicorp/yamux does.
   std::uint32_t initial_stream_window = 256 * 1024;

@@ -31,6 +31,8 @@ class category final : public std::error_category {
       case errc::bad_handshake: return "malformed handshake message";
       case errc::handshake_too_large: return "handshake message too large";
       case errc::bad_proxy_header: return "invalid PROXY protocol v2 header";
+      case errc::stream_open_timeout: return "the peer did not acknowledge a new stream in time";
+      case errc::unknown_stream: return "the peer sent a frame for a stream that was never opened";
     }
     return "unknown socketmaster error";
   }

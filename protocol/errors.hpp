@@ -29,6 +29,9 @@ enum class errc {
   bad_handshake,            // a handshake message was malformed or a field was out of range
   handshake_too_large,      // a handshake message was larger than the reader allows
   bad_proxy_header,         // a stream did not start with a valid PROXY protocol v2 header
+  // yamux session (added later; kept after the others so existing values stay put)
+  stream_open_timeout,      // a stream we opened was not acknowledged by the peer in time
+  unknown_stream,           // the peer sent a frame for a stream id that was never opened
 };
 
 const std::error_category& error_category() noexcept;

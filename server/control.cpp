@@ -45,7 +45,8 @@ std::string describe(const socket_definition& d) {
 }  // namespace
 
 struct control_listener::state {
-  state(asio::any_io_executor e, const master_config& c, registry& r, logger& l) : ex(std::move(e)), cfg(c), reg(r), log(l) {}
+  state(asio::any_io_executor e, const master_config& c, registry& r, logger& l)
+      : ex(std::move(e)), cfg(c), reg(r), log(l), slot_freed(ex, asio::steady_timer::time_point::max()) {}
   asio::any_io_executor ex;
   const master_config& cfg;
   registry& reg;
@@ -54,6 +55,12 @@ struct control_listener::state {
   std::optional<asio::local::stream_protocol::acceptor> local;
   std::string bound;
   bool closed = false;
+  // Handshakes being read or answered, at most cfg.max_pending_handshakes: at the limit the accept
+  // loops wait (new clients queue in the kernel's backlog) until one ends, so the memory held for
+  // unfinished handshakes is bounded by max_pending_handshakes * max_handshake_bytes.
+  std::size_t pending = 0;
+  // Never expires; cancel() wakes whoever waits on it (both accept loops, if there are two).
+  asio::steady_timer slot_freed;
 };
 
 namespace {
@@ -83,17 +90,24 @@ asio::awaitable<void> reject(const state_ptr& st, Socket& sock, const std::strin
 // (what follows on this connection is yamux).
 template <class Socket>
 asio::awaitable<std::pair<std::vector<std::byte>, std::string>> read_handshake(const state_ptr& st, Socket& sock) {
+  // The buffer grows with the bytes that actually arrive, a chunk at a time: a segment table that
+  // announces a 1 MiB message costs nothing until the bytes come. (It used to be resized to the
+  // announced size at once, zero-filled: each slowloris client sending 8 bytes then nothing held
+  // 1 MiB of resident memory for the whole handshake timeout.)
+  constexpr std::size_t chunk = 16 * 1024;
   asio::steady_timer deadline(sock.get_executor(), st->cfg.handshake_timeout);
   std::vector<std::byte> msg;
   std::size_t want = 8;
   for (;;) {
     const std::size_t have = msg.size();
-    msg.resize(want);
-    auto result = co_await (asio::async_read(sock, asio::buffer(msg.data() + have, want - have), use_tuple) ||
+    if (msg.capacity() < want) msg.reserve(want);  // address space only; pages are touched as filled
+    msg.resize(std::min(want, have + chunk));
+    auto result = co_await (asio::async_read(sock, asio::buffer(msg.data() + have, msg.size() - have), use_tuple) ||
                             deadline.async_wait(use_tuple));
     if (result.index() == 1) co_return std::pair{std::vector<std::byte>{}, std::string("timeout")};
     auto [ec, n] = std::get<0>(result);
     if (ec) co_return std::pair{std::vector<std::byte>{}, std::string("closed")};
+    if (msg.size() < want) continue;  // the rest of what is known to belong to the message
     const auto size = message_size(msg, st->cfg.max_handshake_bytes);
     switch (size.what) {
       case message_size_result::kind::error:
@@ -109,8 +123,27 @@ asio::awaitable<std::pair<std::vector<std::byte>, std::string>> read_handshake(c
   }
 }
 
+// Holds one of the pending-handshake slots until the handshake has been answered.
+class handshake_slot {
+ public:
+  explicit handshake_slot(const state_ptr& st) : st_(st) { ++st_->pending; }
+  ~handshake_slot() { release(); }
+  handshake_slot(const handshake_slot&) = delete;
+  handshake_slot& operator=(const handshake_slot&) = delete;
+  void release() {
+    if (!st_) return;
+    --st_->pending;
+    st_->slot_freed.cancel();
+    st_.reset();
+  }
+
+ private:
+  state_ptr st_;
+};
+
 template <class Socket>
 asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer) {
+  handshake_slot slot(st);
   auto [bytes, problem] = co_await read_handshake(st, sock);
   if (problem == "closed") {
     st->log.info("control ", peer, ": closed before completing a handshake");
@@ -127,8 +160,13 @@ asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer)
   }
   handshake_request request;
   if (auto decoded = decode_request(bytes, request); !decoded.ok()) {
-    co_await reject(st, sock, peer, rejection_code::bad_request,
-                    "the handshake is not a valid HandshakeRequest: " + (decoded.detail.empty() ? decoded.error.message() : decoded.detail));
+    // The sentence is built in a named object, not in the co_await expression: g++ 12 destroyed the
+    // std::string temporary of `cond ? decoded.error.message() : decoded.detail` there twice, a
+    // double free that killed the master on every well-framed but undecodable handshake
+    // (tests/e2e/hostile_control_test.cpp sends thousands).
+    std::string why = "the handshake is not a valid HandshakeRequest: ";
+    why += decoded.detail.empty() ? decoded.error.message() : decoded.detail;
+    co_await reject(st, sock, peer, rejection_code::bad_request, std::move(why));
     co_return;
   }
   if (request.version != 1) {
@@ -156,6 +194,7 @@ asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer)
     co_return;
   }
   st->log.info("registration ", id, " from ", peer, ": ", describe(request.socket), " on ", reg.bound_address);
+  slot.release();
   yamux::session session(std::move(sock), yamux::role::client, st->cfg.yamux);
   st->reg.attach(id, session);
   auto [reason] = co_await session.async_wait_closed(use_tuple);
@@ -166,7 +205,15 @@ asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer)
 template <class Acceptor>
 asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor) {
   asio::steady_timer backoff(st->ex);
+  bool waited = false;
   while (!st->closed) {
+    if (st->pending >= st->cfg.max_pending_handshakes) {
+      if (!waited) st->log.warn("control: ", st->pending, " handshakes in progress, the limit; accepting again when one ends");
+      waited = true;
+      co_await st->slot_freed.async_wait(use_tuple);
+      continue;
+    }
+    waited = false;
     auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
     if (st->closed) co_return;
     if (ec) {
@@ -261,6 +308,7 @@ void control_listener::start() {
 
 void control_listener::close() {
   state_->closed = true;
+  state_->slot_freed.cancel();
   std::error_code ec;
   if (state_->tcp) state_->tcp->close(ec);
   if (state_->local) {

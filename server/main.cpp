@@ -7,6 +7,10 @@
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
@@ -23,6 +27,29 @@ std::string read_token_file(const std::string& path) {
   std::getline(f, token);
   while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
   return token;
+}
+
+// Every public connection, every service session and every handshake in progress holds a file
+// descriptor; the usual soft limit of 1024 would cap a proxy at a few hundred clients (accept then
+// fails with EMFILE). Raise the soft limit to the hard limit, as nginx does with
+// worker_rlimit_nofile, and say what we got.
+void raise_fd_limit(logger& log) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    log.warn("cannot read the file descriptor limit: ", std::strerror(errno));
+    return;
+  }
+  const rlim_t before = lim.rlim_cur;
+  // An unlimited hard limit is still capped by the kernel (fs.nr_open, 1048576 by default).
+  const rlim_t target = lim.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : lim.rlim_max;
+  if (lim.rlim_cur < target) {
+    lim.rlim_cur = target;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+      log.warn("cannot raise the file descriptor limit from ", before, " to ", target, ": ", std::strerror(errno));
+      return;
+    }
+  }
+  log.info("file descriptor limit: ", lim.rlim_cur, " (soft limit was ", before, ", hard limit ", lim.rlim_max, ")");
 }
 
 }  // namespace
@@ -56,6 +83,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-handshake-bytes", cfg.max_handshake_bytes, "Largest handshake accepted")->capture_default_str();
+  app.add_option("--max-pending-handshakes", cfg.max_pending_handshakes,
+                 "Handshakes read at once (more clients wait in the listen backlog)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--header-timeout-ms", header_ms, "Time allowed for a request head (408 after); keep-alive idle limit")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -74,6 +105,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--yamux-keepalive-ms", cfg.yamux.keepalive_interval, "Ping interval on service sessions")
       ->capture_default_str();
+  app.add_option("--yamux-open-timeout-ms", cfg.yamux.stream_open_timeout,
+                 "A stream a service has not accepted within this ends its session (0 = wait forever)")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -91,6 +125,7 @@ int main(int argc, char** argv) {
                         : level == "warn" ? logger::level::warn
                         : level == "error" ? logger::level::error
                                            : logger::level::info);
+  raise_fd_limit(log);
   asio::io_context io(1);
   server::master m(io, cfg, log);
   std::string what;

@@ -25,6 +25,9 @@ struct master_config {
   // A handshake must arrive whole within this, and be at most this large.
   std::chrono::milliseconds handshake_timeout{10'000};
   std::size_t max_handshake_bytes = 1 << 20;
+  // Handshakes read at once; more clients wait in the listen backlog. With the size limit above it
+  // bounds the memory unfinished handshakes can hold (256 MiB at worst with the defaults).
+  std::size_t max_pending_handshakes = 256;
   // A client must send a complete request head within this (408 otherwise); also the keep-alive
   // idle limit between requests.
   std::chrono::milliseconds header_timeout{10'000};

@@ -118,6 +118,7 @@ stream_state* session_core::open(std::error_code& ec) {
   if (unacknowledged_opens_ < config_.max_unacknowledged_opens) {
     ++unacknowledged_opens_;
     s.awaiting_ack = true;
+    s.syn_queued = clock::now();
     queue_control(s);
   } else {
     s.syn_deferred = true;
@@ -137,6 +138,7 @@ void session_core::opened_stream_answered(stream_state& s) {
     next->syn_deferred = false;
     if (next->reset) continue;  // reset before its SYN left: nothing to announce
     next->awaiting_ack = true;
+    next->syn_queued = clock::now();
     ++unacknowledged_opens_;
     queue_control(*next);
     queue_data(*next);
@@ -550,6 +552,12 @@ void session_core::handle_header(const frame_header& h) {
         if (closed_ || failing_) return;
       }
       stream_state* s = find(h.stream_id);
+      // A stream we no longer know may have just ended (its late frames are skipped), but one that
+      // was never opened cannot: hashicorp/yamux skips both; we end a session that does the latter.
+      if (!s && !h.has(flags::syn) && never_opened(h.stream_id)) {
+        fail(make_error_code(errc::unknown_stream), go_away_code::protocol_error);
+        return;
+      }
       if (h.type == frame_type::data) {
         payload_stream_ = 0;
         if (!s) return;  // unknown or refused stream: its payload is skipped
@@ -627,6 +635,12 @@ void session_core::handle_stream_flags(stream_state& s, std::uint16_t f) {
   }
 }
 
+bool session_core::never_opened(std::uint32_t id) const {
+  if (id == 0) return true;
+  const bool ours = (id % 2 == 1) == (role_ == role::client);
+  return ours ? id >= next_id_ : id > highest_peer_id_;
+}
+
 void session_core::incoming_syn(const frame_header& h) {
   const std::uint32_t id = h.stream_id;
   const bool peer_is_client = role_ == role::server;
@@ -638,6 +652,7 @@ void session_core::incoming_syn(const frame_header& h) {
     fail(make_error_code(errc::duplicate_stream), go_away_code::protocol_error);
     return;
   }
+  highest_peer_id_ = std::max(highest_peer_id_, id);
   const bool refusing = local_go_away_ && (go_away_acknowledged_ || failing_);  // see go_away_ping_
   if (refusing || backlog_.size() >= config_.accept_backlog || streams_.size() >= config_.max_streams) {
     queue_session_frame({protocol_version, frame_type::window_update, flags::rst, id, 0});
@@ -875,6 +890,7 @@ asio::awaitable<void> session_core::housekeeping() {
   using std::chrono::milliseconds;
   milliseconds tick = config_.write_timeout;
   if (config_.enable_keepalive) tick = std::min(tick, config_.keepalive_interval);
+  if (config_.stream_open_timeout.count() > 0) tick = std::min(tick, config_.stream_open_timeout);
   tick = std::max(milliseconds(1), tick / 4);
   auto next_ping = clock::now() + config_.keepalive_interval;
   clock::time_point keepalive_sent{};
@@ -894,6 +910,16 @@ asio::awaitable<void> session_core::housekeeping() {
     if (keepalive_outstanding_ && now - keepalive_sent > config_.write_timeout) {
       close(make_error_code(errc::keepalive_timeout));
       co_return;
+    }
+    // At most max_unacknowledged_opens streams await an answer; scanning the table for them once
+    // a tick costs little and needs no bookkeeping of its own.
+    if (config_.stream_open_timeout.count() > 0 && unacknowledged_opens_ > 0 && !failing_) {
+      for (const auto& [id, s] : streams_) {
+        if (s->awaiting_ack && now - s->syn_queued > config_.stream_open_timeout) {
+          fail(make_error_code(errc::stream_open_timeout), go_away_code::normal);
+          break;
+        }
+      }
     }
     if (config_.enable_keepalive && !keepalive_outstanding_ && now >= next_ping) {
       keepalive_ping_ = next_ping_++;

@@ -60,6 +60,7 @@ struct stream_state {
   std::uint32_t pending_delta = 0;     // window update to send
   bool fin_sent = false;
   bool awaiting_ack = false;           // we opened it; its SYN went out and no ACK/RST came back yet
+  clock::time_point syn_queued{};      // when awaiting_ack began (config::stream_open_timeout)
   bool syn_deferred = false;           // we opened it; its SYN waits for a free unacknowledged slot
   bool fin_after_write = false;        // shutdown_send() while a write was in flight
   bool in_control_queue = false;
@@ -151,6 +152,7 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void opened_stream_answered(stream_state& s);
   void handle_ping(const frame_header& h);
   void handle_go_away(const frame_header& h);
+  bool never_opened(std::uint32_t id) const;
   void fail(std::error_code ec, go_away_code code);
   void deliver_to_reader(stream_state& s);
   void consumed(stream_state& s, std::size_t n);
@@ -179,6 +181,10 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   std::uint32_t next_id_;
   std::size_t unacknowledged_opens_ = 0;
   std::deque<std::uint32_t> deferred_opens_;
+  // The highest stream id the peer has opened (SYN seen, accepted or refused): a frame without SYN
+  // for a peer id above it, or for one of our ids not handed out yet, is for a stream that never
+  // existed, a protocol violation (ids are never reused, so no late frame can explain it).
+  std::uint32_t highest_peer_id_ = 0;
   std::size_t window_growth_ = 0;  // sum over streams of recv_window_size - initial
 
   frame_reader reader_;

@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
@@ -261,6 +263,24 @@ http_response curl(std::vector<std::string> args) {
   return responses.front();
 }
 
+duration timed_get(std::uint16_t port, std::string_view path) {
+  const auto start = clock::now();
+  tcp_client c(port);
+  c.send("GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  const auto response = c.read_response(5s);
+  if (!response.starts_with("HTTP/1.1 200 "))
+    throw std::runtime_error("GET " + std::string(path) + ": " + response.substr(0, response.find('\r')));
+  return clock::now() - start;
+}
+
+long long ms(duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
+
+std::string join(const std::vector<long long>& values) {
+  std::string s;
+  for (auto v : values) s += (s.empty() ? "" : " ") + std::to_string(v);
+  return s;
+}
+
 std::string admin_get(const master_process& m, std::string_view path) {
   tcp_client c(port_of(m.admin()));
   c.send("GET " + std::string(path) + " HTTP/1.1\r\nHost: admin\r\n\r\n");
@@ -430,6 +450,65 @@ tcp_listener::tcp_listener() {
 }
 
 tcp_listener::~tcp_listener() { ::close(fd_); }
+
+// --- resources -----------------------------------------------------------------------------------
+
+std::size_t rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.starts_with("VmRSS:")) return std::stoul(line.substr(6));
+  throw std::runtime_error("no VmRSS for pid " + std::to_string(pid));
+}
+
+std::size_t fd_soft_limit(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/limits");
+  for (std::string line; std::getline(f, line);) {
+    if (!line.starts_with("Max open files")) continue;
+    std::istringstream in(line.substr(14));
+    std::string soft;
+    in >> soft;
+    return soft == "unlimited" ? std::numeric_limits<std::size_t>::max() : std::stoul(soft);
+  }
+  throw std::runtime_error("no open-file limit for pid " + std::to_string(pid));
+}
+
+std::size_t raise_fd_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) throw_errno("getrlimit");
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) throw_errno("setrlimit");
+  }
+  return static_cast<std::size_t>(lim.rlim_cur);
+}
+
+void set_fd_soft_limit(std::size_t n) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) throw_errno("getrlimit");
+  lim.rlim_cur = static_cast<rlim_t>(n);
+  if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) throw_errno("setrlimit");
+}
+
+std::size_t rss_slack() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return 8;
+#else
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+  return 8;
+#endif
+#endif
+  if (const char* other = std::getenv("SOCKETMASTER_E2E_MASTER"); other && *other) return 8;
+  return 1;
+#endif
+}
+
+void bound_sanitizer_quarantine() {
+  const char* current = std::getenv("ASAN_OPTIONS");
+  std::string options = current && *current ? std::string(current) + ":" : std::string();
+  options += "quarantine_size_mb=16";
+  ::setenv("ASAN_OPTIONS", options.c_str(), 1);
+}
 
 // --- files ---------------------------------------------------------------------------------------
 

@@ -146,6 +146,14 @@ std::vector<http_response> parse_curl(const std::string& out);
 // One URL: curl's exit status must be 0 and exactly one response come back.
 http_response curl(std::vector<std::string> args);
 
+// GET <path> on 127.0.0.1:port over a new connection (Connection: close): how long until the whole
+// response was in. Throws unless it is a 200 that arrives within 5 s. Tests under attack assert it
+// stays under a second: the master still serves others.
+duration timed_get(std::uint16_t port, std::string_view path);
+// Whole milliseconds, for figures in messages; and a list of them, space-separated.
+long long ms(duration d);
+std::string join(const std::vector<long long>& values);
+
 // GET http://<admin><path> with a raw socket; the body.
 std::string admin_get(const master_process& m, std::string_view path);
 
@@ -201,6 +209,28 @@ class tcp_listener {
   int fd_ = -1;
   std::uint16_t port_ = 0;
 };
+
+// --- resources -----------------------------------------------------------------------------------
+
+// VmRSS of a process in KiB, from /proc/<pid>/status; throws if it cannot be read.
+std::size_t rss_kib(pid_t pid);
+// The soft RLIMIT_NOFILE of a process, from /proc/<pid>/limits; throws if it cannot be read.
+std::size_t fd_soft_limit(pid_t pid);
+// Raises this process's RLIMIT_NOFILE soft limit to its hard limit (a test holding a thousand
+// sockets needs it); returns the new soft limit.
+std::size_t raise_fd_limit();
+// Sets this process's soft RLIMIT_NOFILE (children inherit it); throws on failure.
+void set_fd_soft_limit(std::size_t n);
+
+// Bounds on a master's memory growth are multiplied by this: 1 normally, 8 when the tests or the
+// master (SOCKETMASTER_E2E_MASTER) may run under a sanitizer, whose allocator keeps freed memory in
+// quarantine and pads every allocation.
+std::size_t rss_slack();
+// For a test that measures a master's memory across many thousands of allocations: ASan keeps freed
+// memory in a quarantine (256 MiB by default) that such an attack fills, and RSS growth would then
+// measure the quarantine. Appends quarantine_size_mb=16 to ASAN_OPTIONS for masters started from
+// here on (other builds ignore it). Call it before any thread of the test runs.
+void bound_sanitizer_quarantine();
 
 // --- files ---------------------------------------------------------------------------------------
 

@@ -480,11 +480,35 @@ TEST_CASE("a writer that cannot write within the write timeout ends the session"
   });
 }
 
-TEST_CASE("frames for unknown streams are discarded; the session goes on") {
+TEST_CASE("a stream the peer never acknowledges ends the session after stream_open_timeout") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [a, raw] = socket_pair(io);
+    config cfg;
+    cfg.enable_keepalive = false;
+    cfg.stream_open_timeout = 100ms;
+    session client(std::move(a), role::client, cfg);
+    auto c = client.open();
+    const auto start = std::chrono::steady_clock::now();
+    auto g = co_await read_until(raw, frame_type::go_away);
+    CHECK(g.length == static_cast<std::uint32_t>(go_away_code::normal));
+    auto [ec] = co_await client.async_wait_closed(use_tuple);
+    CHECK(ec == errc::stream_open_timeout);
+    CHECK(std::chrono::steady_clock::now() - start >= 100ms);
+  });
+}
+
+TEST_CASE("late frames for streams that have ended are discarded; the session goes on") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [raw, b] = socket_pair(io);
     session server(std::move(b), role::server);
     const auto payload = pattern(1000);
+    // Streams 77 and 79 opened, accepted and reset by the server: their ids are gone for good.
+    for (std::uint32_t id : {77u, 79u}) {
+      co_await write_frame(raw, {0, frame_type::window_update, flags::syn, id, 0});
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      s.reset();
+    }
     co_await write_frame(raw, {0, frame_type::data, 0, 77, 1000}, payload);
     co_await write_frame(raw, {0, frame_type::window_update, 0, 79, 5000});
     co_await write_frame(raw, {0, frame_type::ping, flags::syn, 0, 4242});
@@ -553,6 +577,12 @@ TEST_CASE("protocol violations end the session with GoAway(protocol error)") {
     expect_protocol_violation({{{0, frame_type::data, flags::syn, 1, 200'000}, 200'000},
                                {{0, frame_type::data, 0, 1, 100'000}, 100'000}},
                               errc::window_exceeded);
+  }
+  SUBCASE("data for a stream the peer never opened") {
+    expect_protocol_violation({{{0, frame_type::data, 0, 77, 5}, 5}}, errc::unknown_stream);
+  }
+  SUBCASE("a window update for one of our ids not handed out yet") {
+    expect_protocol_violation({{{0, frame_type::window_update, 0, 2, 100}, 0}}, errc::unknown_stream);
   }
   SUBCASE("SYN with the wrong parity") {
     expect_protocol_violation({{{0, frame_type::window_update, flags::syn, 2, 0}, 0}}, errc::protocol_error);
