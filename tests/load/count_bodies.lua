@@ -2,7 +2,17 @@
 -- the load tests set to the instance's name), so a test can tell which instances answered. wrk runs
 -- each thread in a Lua state of its own: done() collects every thread's tables and prints
 -- "status <code> <n>" and "body <first line> <n>" lines after wrk's report.
+--
+-- LOAD_WRK_DELAY_MS=N in the environment paces each connection: N ms before each request (wrk
+-- calls delay() only if the script defines it, which it learns when the script is loaded).
 local threads = {}
+
+local pause_ms = tonumber(os.getenv("LOAD_WRK_DELAY_MS") or "")
+if pause_ms then
+  function delay()
+    return pause_ms
+  end
+end
 
 function setup(thread)
   table.insert(threads, thread)

@@ -57,10 +57,18 @@ wrk_report parse_wrk(std::string_view out) {
   return r;
 }
 
-wrk_run::wrk_run(const std::string& url, int connections, std::chrono::seconds request_timeout)
-    : process_({"wrk", "-t1", "-c" + std::to_string(connections), "-d120s",
-                "--timeout", std::to_string(request_timeout.count()) + "s", "-s", LOAD_SOURCE_DIR "/count_bodies.lua",
-                url}) {}
+wrk_run::wrk_run(const std::string& url, int connections, std::chrono::seconds request_timeout,
+                 const std::string& header, std::chrono::milliseconds pause)
+    : process_([&] {
+        std::vector<std::string> argv{"wrk", "-t1", "-c" + std::to_string(connections), "-d120s", "--timeout",
+                                      std::to_string(request_timeout.count()) + "s", "-s",
+                                      LOAD_SOURCE_DIR "/count_bodies.lua"};
+        if (!header.empty()) argv.insert(argv.end(), {"-H", header});
+        argv.push_back(url);
+        return argv;
+      }(),
+               pause.count() > 0 ? std::vector<std::string>{"LOAD_WRK_DELAY_MS=" + std::to_string(pause.count())}
+                                 : std::vector<std::string>{}) {}
 
 wrk_report wrk_run::stop(duration timeout) {
   const auto deadline = clock::now() + timeout;

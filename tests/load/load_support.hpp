@@ -46,11 +46,13 @@ struct wrk_report {
 // Parses wrk's output; throws if its "requests in" summary line is missing.
 wrk_report parse_wrk(std::string_view out);
 
-// wrk -t1 -c<connections> --timeout <request_timeout> -s count_bodies.lua <url>, running until
-// stop() (its own -d is only a backstop).
+// wrk -t1 -c<connections> --timeout <request_timeout> -s count_bodies.lua [-H <header>] <url>,
+// running until stop() (its own -d is only a backstop); with a `pause`, each connection waits that
+// long before each of its requests.
 class wrk_run {
  public:
-  wrk_run(const std::string& url, int connections, std::chrono::seconds request_timeout);
+  wrk_run(const std::string& url, int connections, std::chrono::seconds request_timeout,
+          const std::string& header = {}, std::chrono::milliseconds pause = {});
   // SIGINT: wrk stops, prints its report as after -d, and exits; the report, parsed. Throws with
   // wrk's output if it does not end within `timeout` or prints no report.
   wrk_report stop(duration timeout = default_wait);
