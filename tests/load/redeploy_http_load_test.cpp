@@ -63,6 +63,7 @@ TEST_CASE("wrk over kept-alive and new connections sees no error while hello is 
   wrk_run fresh(url, closing, 15s, "Connection: close", closing_pause);
   stop_flag pause;  // never set: the driver's wall clock
   const auto began = clock::now();
+  int gaps = 0;
   for (int k = 1; k <= replacements; ++k) {
     pause.wait_until(began + k * pace);
     const int version = k + 1;
@@ -70,13 +71,14 @@ TEST_CASE("wrk over kept-alive and new connections sees no error while hello is 
     const auto old = replace(m, current, [&] { return start(version, port); },
                              gap_before(k) ? std::optional<duration>(gap) : std::nullopt, pause);
     CHECK(old.success());
+    gaps += gap_before(k);
   }
   pause.wait_until(std::max(began + least_load, clock::now() + tail));
   const auto report = kept.stop();
   const auto fresh_report = fresh.stop();
   const auto elapsed = std::chrono::duration<double>(clock::now() - began).count();
-  MESSAGE("HTTP redeploy under load: ", replacements, " replacements (2 with a gap) in ", elapsed, " s; kept-alive: ",
-          report_text(report), "; new connection per request: ", report_text(fresh_report));
+  MESSAGE("HTTP redeploy under load: ", replacements, " replacements (", gaps, " with a gap) in ", elapsed,
+          " s; kept-alive: ", report_text(report), "; new connection per request: ", report_text(fresh_report));
 
   for (const auto* r : {&report, &fresh_report}) {
     CHECK(r->seconds >= 20.0);

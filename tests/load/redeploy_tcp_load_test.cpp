@@ -130,9 +130,9 @@ TEST_CASE("long-lived TCP connections are never cut while tcp_echo is replaced w
   }
   std::string spread;
   for (const auto& [id, n] : per_instance) spread += " " + std::to_string(id) + "=" + std::to_string(n);
-  MESSAGE("TCP redeploy under load: ", replacements, " replacements (1 with a gap) in ", elapsed, " s; ", t.connections,
-          " connections of ", clients, " concurrent clients, ", t.bytes, " bytes echoed; connections by registration:",
-          spread);
+  MESSAGE("TCP redeploy under load: ", replacements, " replacements (one with a gap) in ", elapsed, " s; ",
+          t.connections, " connections of ", clients, " concurrent clients, ", t.bytes,
+          " bytes echoed; connections by registration:", spread);
   CHECK(t.failures.empty());
   CHECK(t.connections >= 100);
   for (const auto& [id, n] : per_instance) {
