@@ -3,7 +3,8 @@
 // tcp_echo on a raw TCP port), outlive two restarts of the master on the same control address: one
 // after SIGTERM (the master drains and closes their sessions) and one after SIGKILL (their sessions
 // just drop). Each time, every service keeps running, reconnects on its own with its jittered
-// backoff, registers the same definition again and prints where; every route answers again.
+// backoff (the master stays down for a second, so several attempts fail first), registers the same
+// definition again and prints where; every route answers again.
 // At the end each service drains on SIGTERM and exits 0.
 #include <doctest/doctest.h>
 
@@ -19,6 +20,8 @@ using namespace socketmaster::load;
 using namespace std::chrono_literals;
 
 namespace {
+
+constexpr auto downtime = 1s;
 
 std::string url(std::uint16_t port, std::string_view path) {
   return "http://127.0.0.1:" + std::to_string(port) + std::string(path);
@@ -56,6 +59,7 @@ TEST_CASE("services reconnect on their own after the master restarts (SIGTERM, t
   };
   every_route_answers("the first start");
 
+  stop_flag pause;  // never set: the test's wall clock
   for (const int signal : {SIGTERM, SIGKILL}) {
     CAPTURE(signal);
     ::kill(m->pid(), signal);
@@ -67,6 +71,8 @@ TEST_CASE("services reconnect on their own after the master restarts (SIGTERM, t
     CHECK(sidecar.running());
     CHECK(echo.running());
     CHECK(e2e::tcp_client::connect_error(hello_port) == ECONNREFUSED);
+    // Down for a while: each service's reconnect attempts fail and its backoff grows.
+    pause.wait_for(downtime);
 
     m.emplace(std::vector<std::string>{"--control", control});
     CHECK(m->control() == control);
