@@ -49,6 +49,9 @@ class stream {
   std::uint32_t receive_window() const { return state_ ? state_->recv_window_size : 0; }
   // Bytes received and not yet read.
   std::size_t available() const { return state_ ? state_->recv_buf.size() : 0; }
+  // Whether the peer of this stream's session has sent GoAway. Still answered once the session
+  // has ended (the stream shares the session's core), when the pool may have forgotten the member.
+  bool remote_going_away() const { return core_ && core_->remote_going_away(); }
 
   template <class MutableBufferSequence, class ReadToken = asio::default_completion_token_t<executor_type>>
   auto async_read_some(const MutableBufferSequence& buffers, ReadToken&& token = ReadToken()) {

@@ -217,13 +217,17 @@ class http_connection {
   // is idempotent and bodiless (so it is still whole: its head), and either the stream was a
   // kept-alive one that the service had already closed (a server ending an idle connection does
   // that) or the member has sent GoAway (hashicorp/yamux resets streams that arrive after its
-  // GoAway). A service that dies mid-request is neither: its client gets a 502.
+  // GoAway; a draining SDK service closes a stream whose request has not arrived yet). A service
+  // that dies mid-request is neither: its client gets a 502.
+  // GoAway is asked of the stream's own session, not of the pool: a draining service whose last
+  // stream this was may close it and exit, and the master may detach the member before this
+  // coroutine resumes (a 502 during redeploys, seen under TSan by tests/load).
   bool can_resend(const request_head& head) const {
     if (response_bytes_ != 0 || head.upgrade || head.chunked || head.content_length.value_or(0) != 0)
       return false;
     static constexpr std::string_view idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
     if (std::find(std::begin(idempotent), std::end(idempotent), head.method) == std::end(idempotent)) return false;
-    return link_reused_ || reg_.member_going_away(link_.route_id, link_.member_id);
+    return link_reused_ || link_.stream.remote_going_away();
   }
 
   // Forwards the request body (verbatim) until the parser says the message ended.

@@ -363,14 +363,6 @@ bool registry::member_usable(std::uint64_t route_id, std::uint64_t member_id) co
   return false;
 }
 
-bool registry::member_going_away(std::uint64_t route_id, std::uint64_t member_id) const {
-  auto it = routes_.find(route_id);
-  if (it == routes_.end()) return false;
-  for (const auto& m : it->second.members)
-    if (m.registration_id == member_id) return m.session->remote_going_away();
-  return false;
-}
-
 void registry::close_listeners() {
   for (auto& [k, l] : listeners_)
     if (l.acceptor) l.acceptor->close();

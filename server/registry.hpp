@@ -121,8 +121,6 @@ class registry {
   asio::awaitable<acquired> acquire(std::uint64_t route_id);
   // Whether a kept-alive stream to `member_id` may carry another request of `route_id`.
   bool member_usable(std::uint64_t route_id, std::uint64_t member_id) const;
-  // Whether `member_id` is still a member of `route_id` and has sent GoAway (is draining).
-  bool member_going_away(std::uint64_t route_id, std::uint64_t member_id) const;
 
   // Stops every listener (drain on SIGTERM); routes and sessions stay.
   void close_listeners();

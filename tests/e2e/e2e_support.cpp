@@ -56,9 +56,12 @@ master_process::master_process(std::vector<std::string> extra_args)
     : process_([&] {
         // The shell only joins stderr (the log) to stdout and then becomes the master (exec).
         std::vector<std::string> argv{"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", master_binary(),
-                                      "--admin", "127.0.0.1:0", "--log-level", "debug"};
-        if (std::find(extra_args.begin(), extra_args.end(), "--control") == extra_args.end())
-          argv.insert(argv.end(), {"--control", "127.0.0.1:0"});
+                                      "--admin", "127.0.0.1:0"};
+        auto given = [&](std::string_view flag) {
+          return std::find(extra_args.begin(), extra_args.end(), flag) != extra_args.end();
+        };
+        if (!given("--log-level")) argv.insert(argv.end(), {"--log-level", "debug"});
+        if (!given("--control")) argv.insert(argv.end(), {"--control", "127.0.0.1:0"});
         argv.insert(argv.end(), extra_args.begin(), extra_args.end());
         return argv;
       }()) {
@@ -124,6 +127,12 @@ bool master_process::logged(std::string_view text, std::size_t from) const {
   for (std::size_t i = from; i < lines_.size(); ++i)
     if (lines_[i].find(text) != std::string::npos) return true;
   return false;
+}
+
+std::vector<std::string> master_process::lines(std::size_t from) const {
+  std::lock_guard lock(mutex_);
+  if (from >= lines_.size()) return {};
+  return {lines_.begin() + static_cast<std::ptrdiff_t>(from), lines_.end()};
 }
 
 std::string master_process::log_tail(std::size_t n) const {

@@ -37,7 +37,8 @@ inline constexpr duration default_wait = 15s;
 // --- the master ----------------------------------------------------------------------------------
 
 // `socketmaster --control 127.0.0.1:0 --admin 127.0.0.1:0 --log-level debug` plus `extra_args`
-// (which may name another --control); stdout and stderr together, one log line at a time.
+// (which may name another --control or --log-level); stdout and stderr together, one log line at a
+// time.
 class master_process {
  public:
   explicit master_process(std::vector<std::string> extra_args = {});
@@ -56,6 +57,8 @@ class master_process {
   // Whether some line at or after `from` contains `text` (no waiting).
   bool logged(std::string_view text, std::size_t from = 0) const;
   std::string log_tail(std::size_t lines = 40) const;
+  // A copy of the log lines at or after `from` (for counting events after the fact).
+  std::vector<std::string> lines(std::size_t from = 0) const;
 
   // SIGTERM: the master drains.
   void terminate();

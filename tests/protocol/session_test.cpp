@@ -398,6 +398,37 @@ TEST_CASE("go-away drains: open streams finish, new ones are refused") {
   });
 }
 
+TEST_CASE("a stream still tells that its peer sent GoAway after the session has ended, and not when the peer just vanished") {
+  // The master's HTTP router decides from this whether a request its stream closed without an
+  // answer may go out again, possibly after the draining service's session is gone.
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [client, server] = make_sessions(io);
+    auto c = client.open();
+    co_await asio::async_write(c, asio::buffer("a", 1), asio::use_awaitable);
+    auto [ec, s] = co_await server.async_accept(use_tuple);
+    REQUIRE_FALSE(ec);
+    CHECK_FALSE(c.remote_going_away());
+    server.go_away();
+    co_await client.async_ping(asio::use_awaitable);
+    CHECK(c.remote_going_away());
+    s.close();
+    server.close();
+    co_await client.async_wait_closed(use_tuple);
+    CHECK_FALSE(client.is_open());
+    CHECK(c.remote_going_away());
+  });
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, a] = socket_pair(io);
+    session client(std::move(a), role::client);
+    auto c = client.open();
+    co_await asio::async_write(c, asio::buffer("a", 1), asio::use_awaitable);
+    co_await read_frame(raw);  // its SYN
+    raw.close();
+    co_await client.async_wait_closed(use_tuple);
+    CHECK_FALSE(c.remote_going_away());
+  });
+}
+
 TEST_CASE("after our go-away a SYN that crossed it is accepted; once the peer answered the ping after it, RST") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [raw, b] = socket_pair(io);
