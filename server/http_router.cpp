@@ -50,9 +50,15 @@ class http_connection {
         info_(info),
         requests_({reg.config().max_header_bytes, reg.config().max_headers}),
         in_(std::make_unique_for_overwrite<char[]>(client_buffer_size)),
-        out_(std::make_unique_for_overwrite<char[]>(backend_buffer_size)) {}
+        out_(std::make_unique_for_overwrite<char[]>(backend_buffer_size)),
+        watchdog_(client.get_executor()),
+        watch_(std::make_shared<watch_state>(watch_state{this})) {}
+  ~http_connection() { watch_->connection = nullptr; }  // a wait still queued finds nobody
+  http_connection(const http_connection&) = delete;
+  http_connection& operator=(const http_connection&) = delete;
 
   asio::awaitable<void> run() {
+    arm_watchdog(watch_, clock::now() + reg_.config().header_timeout);
     for (;;) {
       const bool first_bytes_buffered = in_begin_ < in_end_;
       auto [event, status, reason] = co_await read_head(first_bytes_buffered);
@@ -106,10 +112,51 @@ class http_connection {
     std::string reason = {};
   };
   enum class exchange_result { keep_alive, close, upgraded, failed, retry };
+  using clock = asio::steady_timer::clock_type;
+
+  // The head deadline (408, or the idle limit between requests) is kept by one watchdog timer per
+  // connection rather than by racing every head read with a timer (`read || timer`): that race
+  // cost a parallel group, two child coroutines, a cancellation signal and a timer wait per request
+  // (issue 6: about a fifth of the master's CPU per keep-alive request and half its mallocs).
+  // read_head() only stores the deadline; the timer wakes at most once per header_timeout, sees
+  // whether the deadline has passed, and if so cancels the client's pending read. The timer's
+  // handler outlives the connection when it is already queued, so it reaches the connection
+  // through watch_state, which the destructor empties.
+  struct watch_state {
+    http_connection* connection;
+  };
+  static void arm_watchdog(const std::shared_ptr<watch_state>& watch, clock::time_point at) {
+    auto& timer = watch->connection->watchdog_;
+    timer.expires_at(at);
+    timer.async_wait([watch](std::error_code) {
+      if (auto* c = watch->connection) c->on_watchdog(watch);
+    });
+  }
+  void on_watchdog(const std::shared_ptr<watch_state>& watch) {
+    const auto now = clock::now();
+    if (head_deadline_ > now) {
+      // Disarmed (no head read under way): look again one timeout from now, which is no later than
+      // any deadline read_head() can set meanwhile.
+      arm_watchdog(watch, head_deadline_ == clock::time_point::max() ? now + reg_.config().header_timeout
+                                                                     : head_deadline_);
+      return;
+    }
+    head_timed_out_ = true;
+    head_deadline_ = clock::time_point::max();
+    std::error_code ec;
+    client_.lowest_layer().cancel(ec);
+    arm_watchdog(watch, now + reg_.config().header_timeout);
+  }
+  struct head_deadline_guard {
+    clock::time_point& deadline;
+    ~head_deadline_guard() { deadline = clock::time_point::max(); }
+  };
 
   // Reads until a complete request head; 408 if it does not arrive in time.
   asio::awaitable<head_outcome> read_head(bool has_bytes) {
-    asio::steady_timer deadline(client_.get_executor(), reg_.config().header_timeout);
+    head_deadline_ = clock::now() + reg_.config().header_timeout;
+    head_timed_out_ = false;
+    head_deadline_guard disarm{head_deadline_};
     bool started = has_bytes;
     for (;;) {
       if (in_begin_ < in_end_) {
@@ -121,13 +168,11 @@ class http_connection {
         if (in_begin_ < in_end_) continue;  // a body/message_end of a request we skipped cannot happen here
       }
       in_begin_ = in_end_ = 0;
-      auto result = co_await (client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple) ||
-                              deadline.async_wait(use_tuple));
-      if (result.index() == 1) {
+      auto [ec, n] = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
+      if (head_timed_out_) {
         if (started) co_return head_outcome{head_event::failed, 408, "the request head did not arrive in time"};
         co_return head_outcome{head_event::closed};  // an idle keep-alive connection: just close
       }
-      auto [ec, n] = std::get<0>(result);
       in_end_ = n;
       if (ec && n == 0) co_return head_outcome{head_event::closed};
     }
@@ -192,10 +237,17 @@ class http_connection {
     response_upgrade_ = false;
     response_keep_alive_ = true;
     bool request_ok = true, response_ok = false;
-    if (body_sent_)  // sent again (a retry): there is no body, and the parser has finished with it
+    if (body_sent_) {  // sent again (a retry): there is no body, and the parser has finished with it
       response_ok = co_await relay_response();
-    else
+    } else if (!head.chunked && head.content_length.value_or(0) == 0) {
+      // No body: send_body() only asks the parser for message_end (or upgrade) and completes
+      // without I/O, so the two run one after the other instead of in a parallel group (`&&`
+      // allocates the group and two child coroutines per request; issue 6).
+      request_ok = co_await send_body();
+      response_ok = co_await relay_response();
+    } else {
       std::tie(request_ok, response_ok) = co_await (send_body() && relay_response());
+    }
     if (!response_ok) {
       if (may_retry && can_resend(head)) co_return exchange_result::retry;
       if (!response_started_) co_await respond_and_close(502, "the service failed before answering");
@@ -387,6 +439,10 @@ class http_connection {
   bool response_keep_alive_ = true;
   bool request_upgrade_ = false;
   bool response_upgrade_ = false;
+  asio::steady_timer watchdog_;
+  std::shared_ptr<watch_state> watch_;
+  clock::time_point head_deadline_ = clock::time_point::max();  // max: no head read under way
+  bool head_timed_out_ = false;
 };
 
 }  // namespace
