@@ -30,6 +30,10 @@ using namespace asio::experimental::awaitable_operators;
 
 constexpr std::size_t client_buffer_size = 16 * 1024;
 constexpr std::size_t backend_buffer_size = 16 * 1024;
+// While a response body streams (a read filled the whole buffer), the backend buffer grows to
+// this, so that each stream read and each client write moves up to 256 KiB instead of 16 KiB; it
+// goes back to nothing when the response is over (issue 6: the 1 GiB transfer through the master).
+constexpr std::size_t bulk_buffer_size = 256 * 1024;
 
 // A kept-alive stream to one member of one route.
 struct backend_link {
@@ -50,7 +54,6 @@ class http_connection {
         info_(info),
         requests_({reg.config().max_header_bytes, reg.config().max_headers}),
         in_(std::make_unique_for_overwrite<char[]>(client_buffer_size)),
-        out_(std::make_unique_for_overwrite<char[]>(backend_buffer_size)),
         watchdog_(client.get_executor()),
         watch_(std::make_shared<watch_state>(watch_state{this})) {}
   ~http_connection() { watch_->connection = nullptr; }  // a wait still queued finds nobody
@@ -362,10 +365,27 @@ class http_connection {
         // From here on the client has part of the real answer: a failure can no longer be a 502.
         if (final_head_parsed_) response_started_ = true;
       }
-      if (done) co_return true;
-      if (out_begin_ == out_end_) out_begin_ = out_end_ = 0;
-      auto [ec, n] = co_await link_.stream.async_read_some(
-          asio::buffer(out_.get() + out_end_, backend_buffer_size - out_end_), use_tuple);
+      if (done) {
+        if (out_capacity_ > backend_buffer_size && out_begin_ == out_end_) {
+          out_.reset();  // the bulk buffer only lives while a body flows
+          out_capacity_ = 0;
+          out_begin_ = out_end_ = 0;
+        }
+        out_filled_ = false;
+        co_return true;
+      }
+      if (out_begin_ == out_end_) {
+        out_begin_ = out_end_ = 0;
+        // Nothing is left in the buffer here (the parser took it all), so it may be swapped.
+        if (!out_ || (out_filled_ && out_capacity_ < bulk_buffer_size)) {
+          out_capacity_ = out_ ? bulk_buffer_size : backend_buffer_size;
+          out_.reset();
+          out_ = std::make_unique_for_overwrite<char[]>(out_capacity_);
+        }
+      }
+      const std::size_t space = out_capacity_ - out_end_;
+      auto [ec, n] = co_await link_.stream.async_read_some(asio::buffer(out_.get() + out_end_, space), use_tuple);
+      out_filled_ = n == space;
       out_end_ += n;
       response_bytes_ += n;
       if (ec && n == 0) {
@@ -414,6 +434,7 @@ class http_connection {
     }
     in_.reset();
     out_.reset();
+    out_capacity_ = 0;
     // Counted when the tunnel ends (tunnel() is shared with the SDK and counts for itself).
     const auto moved = co_await tunnel(client_, link_.stream);
     reg_.stats().bytes_up += moved.a_to_b;
@@ -430,6 +451,8 @@ class http_connection {
   std::size_t in_begin_ = 0, in_end_ = 0;
   std::unique_ptr<char[]> out_;
   std::size_t out_begin_ = 0, out_end_ = 0;
+  std::size_t out_capacity_ = 0;  // of out_ (allocated on the first response read)
+  bool out_filled_ = false;       // the last stream read filled out_: a body is streaming
   backend_link link_;
   bool link_reused_ = false;        // the current request went over a kept-alive stream
   bool body_sent_ = false;          // the current request's body (if any) has gone out whole
