@@ -14,6 +14,7 @@
 #include <iterator>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 
 #include <asio/ssl/stream.hpp>
 
@@ -35,6 +36,28 @@ constexpr std::size_t backend_buffer_size = 16 * 1024;
 // goes back to nothing when the response is over (issue 6: the 1 GiB transfer through the master).
 constexpr std::size_t bulk_buffer_size = 256 * 1024;
 
+// What a connection needs only while it has bytes to process: its parsers (about 0.9 KiB each)
+// and its 16 KiB client buffer. A plain-TCP connection between requests parks them here and takes
+// them (or others) back when its client sends again, so an idle connection holds none of it and a
+// busy one does not pay malloc/free for it on every request (issue 6: master RSS per idle proxied
+// connection). Parked parsers are at a message boundary, where a parser carries nothing from one
+// message to the next. Bounded; per thread, as connections run on their thread's io_context.
+struct idle_pool {
+  static constexpr std::size_t max_each = 64;
+  struct parked_request_parser {
+    std::size_t max_head_bytes, max_headers;  // the limits it was made with
+    request_parser parser;
+  };
+  std::vector<std::unique_ptr<char[]>> buffers;  // each client_buffer_size
+  std::vector<parked_request_parser> requests;
+  std::vector<response_parser> responses;
+
+  static idle_pool& local() {
+    thread_local idle_pool pool;
+    return pool;
+  }
+};
+
 // A kept-alive stream to one member of one route.
 struct backend_link {
   yamux::stream stream;
@@ -53,7 +76,6 @@ class http_connection {
         client_(client),
         info_(info),
         requests_({reg.config().max_header_bytes, reg.config().max_headers}),
-        in_(std::make_unique_for_overwrite<char[]>(client_buffer_size)),
         watchdog_(client.get_executor()),
         watch_(std::make_shared<watch_state>(watch_state{this})) {}
   ~http_connection() { watch_->connection = nullptr; }  // a wait still queued finds nobody
@@ -150,6 +172,62 @@ class http_connection {
     client_.lowest_layer().cancel(ec);
     arm_watchdog(watch, now + reg_.config().header_timeout);
   }
+  void take_in_buffer() {
+    if (in_) return;
+    auto& pool = idle_pool::local();
+    if (pool.buffers.empty()) {
+      in_ = std::make_unique_for_overwrite<char[]>(client_buffer_size);
+    } else {
+      in_ = std::move(pool.buffers.back());
+      pool.buffers.pop_back();
+    }
+  }
+  // Lets go of the buffers that hold no unprocessed bytes.
+  void release_idle_buffers() {
+    if (in_begin_ == in_end_) {
+      auto& pool = idle_pool::local();
+      if (in_ && pool.buffers.size() < idle_pool::max_each) pool.buffers.push_back(std::move(in_));
+      in_.reset();
+      in_begin_ = in_end_ = 0;
+    }
+    if (out_begin_ == out_end_) {
+      out_.reset();
+      out_capacity_ = 0;
+      out_begin_ = out_end_ = 0;
+    }
+  }
+  // Between requests (no byte of the next one read): the parsers go to the pool.
+  void park_parsers() {
+    auto& pool = idle_pool::local();
+    if (pool.requests.size() < idle_pool::max_each)
+      pool.requests.push_back({reg_.config().max_header_bytes, reg_.config().max_headers, std::move(requests_)});
+    else
+      request_parser dropped(std::move(requests_));  // freed now; requests_ is left empty
+    if (pool.responses.size() < idle_pool::max_each)
+      pool.responses.push_back(std::move(responses_));
+    else
+      response_parser dropped(std::move(responses_));
+    parsers_parked_ = true;
+  }
+  void unpark_parsers() {
+    if (!parsers_parked_) return;
+    parsers_parked_ = false;
+    auto& pool = idle_pool::local();
+    const std::size_t head_bytes = reg_.config().max_header_bytes, headers = reg_.config().max_headers;
+    if (!pool.requests.empty() && pool.requests.back().max_head_bytes == head_bytes &&
+        pool.requests.back().max_headers == headers) {
+      requests_ = std::move(pool.requests.back().parser);
+      pool.requests.pop_back();
+    } else {
+      requests_ = request_parser({head_bytes, headers});
+    }
+    if (!pool.responses.empty()) {
+      responses_ = std::move(pool.responses.back());
+      pool.responses.pop_back();
+    } else {
+      responses_ = response_parser();
+    }
+  }
   struct head_deadline_guard {
     clock::time_point& deadline;
     ~head_deadline_guard() { deadline = clock::time_point::max(); }
@@ -171,6 +249,20 @@ class http_connection {
         if (in_begin_ < in_end_) continue;  // a body/message_end of a request we skipped cannot happen here
       }
       in_begin_ = in_end_ = 0;
+      if constexpr (std::is_same_v<Client, asio::ip::tcp::socket>) {
+        if (!started) {
+          // Between requests (or before the first): hold no buffer while the client is silent, so
+          // an idle connection costs no 32 KiB of buffers (issue 6: master RSS per idle proxied
+          // connection). Wait until the socket is readable, then take the buffer and read. (TLS
+          // cannot wait this way: OpenSSL may already hold decrypted bytes.)
+          release_idle_buffers();
+          park_parsers();
+          auto [wec] = co_await client_.async_wait(asio::socket_base::wait_read, use_tuple);
+          if (head_timed_out_ || wec) co_return head_outcome{head_event::closed};
+          unpark_parsers();
+        }
+      }
+      take_in_buffer();
       auto [ec, n] = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
       if (head_timed_out_) {
         if (started) co_return head_outcome{head_event::failed, 408, "the request head did not arrive in time"};
@@ -315,6 +407,7 @@ class http_connection {
         co_return true;
       }
       in_begin_ = in_end_ = 0;
+      take_in_buffer();
       auto [ec, n] = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
       in_end_ = n;
       if (ec && n == 0) co_return client_failed();
@@ -447,6 +540,7 @@ class http_connection {
   const connection_info& info_;
   request_parser requests_;
   response_parser responses_;
+  bool parsers_parked_ = false;  // requests_ and responses_ are empty (moved to the pool)
   std::unique_ptr<char[]> in_;
   std::size_t in_begin_ = 0, in_end_ = 0;
   std::unique_ptr<char[]> out_;
