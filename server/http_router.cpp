@@ -75,6 +75,8 @@ class http_connection {
         listener_key_(std::move(listener_key)),
         client_(client),
         info_(info),
+        // Formatted once per connection, not per request (inet_ntop goes through sprintf).
+        client_ip_(info.client.address().to_string()),
         requests_({reg.config().max_header_bytes, reg.config().max_headers}),
         watchdog_(client.get_executor()),
         watch_(std::make_shared<watch_state>(watch_state{this})) {}
@@ -315,7 +317,7 @@ class http_connection {
     const bool client_keep_alive = head.keep_alive;
     const std::string method = head.method;
     const std::string serialized =
-        serialize_request_head(head, forwarded_headers(head, info_.client.address().to_string(), info_.tls));
+        serialize_request_head(head, forwarded_headers(head, client_ip_, info_.tls));
     response_bytes_ = 0;
     auto [wec, wn] = co_await asio::async_write(link_.stream, asio::buffer(serialized), use_tuple);
     reg_.stats().bytes_up += wn;
@@ -538,6 +540,7 @@ class http_connection {
   std::string listener_key_;
   Client& client_;
   const connection_info& info_;
+  std::string client_ip_;
   request_parser requests_;
   response_parser responses_;
   bool parsers_parked_ = false;  // requests_ and responses_ are empty (moved to the pool)
