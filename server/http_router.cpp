@@ -121,9 +121,12 @@ class http_connection {
       }
       if (outcome == exchange_result::failed) break;
       if (outcome == exchange_result::close) {
-        co_await half_close(client_);
+        // A plain socket is closed right after this (the coroutine ends), which sends the FIN:
+        // a shutdown() first would only be one more system call per Connection: close request.
+        if constexpr (!std::is_same_v<Client, asio::ip::tcp::socket>) co_await half_close(client_);
         break;
       }
+      ++requests_served_;
       // Keep-alive: the next request may go elsewhere. A draining member's stream is closed now
       // that its response is complete.
       if (link_.open() && !reg_.member_usable(link_.route_id, link_.member_id)) link_.drop();
@@ -252,7 +255,9 @@ class http_connection {
       }
       in_begin_ = in_end_ = 0;
       if constexpr (std::is_same_v<Client, asio::ip::tcp::socket>) {
-        if (!started) {
+        // Not before the first request: a new connection's request is usually there already, and
+        // waiting would cost an epoll_ctl for nothing (Connection: close does this per request).
+        if (!started && requests_served_ > 0) {
           // Between requests (or before the first): hold no buffer while the client is silent, so
           // an idle connection costs no 32 KiB of buffers (issue 6: master RSS per idle proxied
           // connection). Wait until the socket is readable, then take the buffer and read. (TLS
@@ -543,7 +548,8 @@ class http_connection {
   std::string client_ip_;
   request_parser requests_;
   response_parser responses_;
-  bool parsers_parked_ = false;  // requests_ and responses_ are empty (moved to the pool)
+  bool parsers_parked_ = false;
+  std::uint64_t requests_served_ = 0;  // kept-alive exchanges completed on this connection  // requests_ and responses_ are empty (moved to the pool)
   std::unique_ptr<char[]> in_;
   std::size_t in_begin_ = 0, in_end_ = 0;
   std::unique_ptr<char[]> out_;
