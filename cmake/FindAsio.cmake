@@ -22,7 +22,12 @@ if(Asio_FOUND AND NOT TARGET Asio::asio)
     # has been included: a file that includes Asio first gets the other pair, so memory allocated
     # in one file is freed with the wrong function in another (ASan: alloc-dealloc-mismatch). One
     # choice for every file: operator new/delete.
-    INTERFACE_COMPILE_DEFINITIONS "ASIO_NO_DEPRECATED;ASIO_DISABLE_STD_ALIGNED_ALLOC;$<$<CXX_COMPILER_ID:Clang>:ASIO_HAS_CO_AWAIT=1>"
+    # Asio recycles the memory of handlers, coroutine frames and posted functions through a
+    # per-thread cache of 2 blocks per kind by default; a proxied request keeps more than 2 of each
+    # alive at once (frames of nested coroutines, a socket op, a yamux op, its posted completion),
+    # so the rest went to malloc on every request. 32 keeps them all recycled. It must be the same
+    # in every file (the cache layout depends on it), hence here, for every target. (Issue 6.)
+    INTERFACE_COMPILE_DEFINITIONS "ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE=32;ASIO_NO_DEPRECATED;ASIO_DISABLE_STD_ALIGNED_ALLOC;$<$<CXX_COMPILER_ID:Clang>:ASIO_HAS_CO_AWAIT=1>"
     INTERFACE_LINK_LIBRARIES Threads::Threads)
 endif()
 mark_as_advanced(Asio_INCLUDE_DIR)

@@ -14,6 +14,7 @@
 #include <iterator>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 
 #include <asio/ssl/stream.hpp>
 
@@ -30,6 +31,32 @@ using namespace asio::experimental::awaitable_operators;
 
 constexpr std::size_t client_buffer_size = 16 * 1024;
 constexpr std::size_t backend_buffer_size = 16 * 1024;
+// While a response body streams (a read filled the whole buffer), the backend buffer grows to
+// this, so that each stream read and each client write moves up to 256 KiB instead of 16 KiB; it
+// goes back to nothing when the response is over (issue 6: the 1 GiB transfer through the master).
+constexpr std::size_t bulk_buffer_size = 256 * 1024;
+
+// What a connection needs only while it has bytes to process: its parsers (about 0.9 KiB each)
+// and its 16 KiB client buffer. A plain-TCP connection between requests parks them here and takes
+// them (or others) back when its client sends again, so an idle connection holds none of it and a
+// busy one does not pay malloc/free for it on every request (issue 6: master RSS per idle proxied
+// connection). Parked parsers are at a message boundary, where a parser carries nothing from one
+// message to the next. Bounded; per thread, as connections run on their thread's io_context.
+struct idle_pool {
+  static constexpr std::size_t max_each = 64;
+  struct parked_request_parser {
+    std::size_t max_head_bytes, max_headers;  // the limits it was made with
+    request_parser parser;
+  };
+  std::vector<std::unique_ptr<char[]>> buffers;  // each client_buffer_size
+  std::vector<parked_request_parser> requests;
+  std::vector<response_parser> responses;
+
+  static idle_pool& local() {
+    thread_local idle_pool pool;
+    return pool;
+  }
+};
 
 // A kept-alive stream to one member of one route.
 struct backend_link {
@@ -48,11 +75,17 @@ class http_connection {
         listener_key_(std::move(listener_key)),
         client_(client),
         info_(info),
+        // Formatted once per connection, not per request (inet_ntop goes through sprintf).
+        client_ip_(info.client.address().to_string()),
         requests_({reg.config().max_header_bytes, reg.config().max_headers}),
-        in_(std::make_unique_for_overwrite<char[]>(client_buffer_size)),
-        out_(std::make_unique_for_overwrite<char[]>(backend_buffer_size)) {}
+        watchdog_(client.get_executor()),
+        watch_(std::make_shared<watch_state>(watch_state{this})) {}
+  ~http_connection() { watch_->connection = nullptr; }  // a wait still queued finds nobody
+  http_connection(const http_connection&) = delete;
+  http_connection& operator=(const http_connection&) = delete;
 
   asio::awaitable<void> run() {
+    arm_watchdog(watch_, clock::now() + reg_.config().header_timeout);
     for (;;) {
       const bool first_bytes_buffered = in_begin_ < in_end_;
       auto [event, status, reason] = co_await read_head(first_bytes_buffered);
@@ -88,9 +121,12 @@ class http_connection {
       }
       if (outcome == exchange_result::failed) break;
       if (outcome == exchange_result::close) {
-        co_await half_close(client_);
+        // A plain socket is closed right after this (the coroutine ends), which sends the FIN:
+        // a shutdown() first would only be one more system call per Connection: close request.
+        if constexpr (!std::is_same_v<Client, asio::ip::tcp::socket>) co_await half_close(client_);
         break;
       }
+      ++requests_served_;
       // Keep-alive: the next request may go elsewhere. A draining member's stream is closed now
       // that its response is complete.
       if (link_.open() && !reg_.member_usable(link_.route_id, link_.member_id)) link_.drop();
@@ -106,10 +142,107 @@ class http_connection {
     std::string reason = {};
   };
   enum class exchange_result { keep_alive, close, upgraded, failed, retry };
+  using clock = asio::steady_timer::clock_type;
+
+  // The head deadline (408, or the idle limit between requests) is kept by one watchdog timer per
+  // connection rather than by racing every head read with a timer (`read || timer`): that race
+  // cost a parallel group, two child coroutines, a cancellation signal and a timer wait per request
+  // (issue 6: about a fifth of the master's CPU per keep-alive request and half its mallocs).
+  // read_head() only stores the deadline; the timer wakes at most once per header_timeout, sees
+  // whether the deadline has passed, and if so cancels the client's pending read. The timer's
+  // handler outlives the connection when it is already queued, so it reaches the connection
+  // through watch_state, which the destructor empties.
+  struct watch_state {
+    http_connection* connection;
+  };
+  static void arm_watchdog(const std::shared_ptr<watch_state>& watch, clock::time_point at) {
+    auto& timer = watch->connection->watchdog_;
+    timer.expires_at(at);
+    timer.async_wait([watch](std::error_code) {
+      if (auto* c = watch->connection) c->on_watchdog(watch);
+    });
+  }
+  void on_watchdog(const std::shared_ptr<watch_state>& watch) {
+    const auto now = clock::now();
+    if (head_deadline_ > now) {
+      // Disarmed (no head read under way): look again one timeout from now, which is no later than
+      // any deadline read_head() can set meanwhile.
+      arm_watchdog(watch, head_deadline_ == clock::time_point::max() ? now + reg_.config().header_timeout
+                                                                     : head_deadline_);
+      return;
+    }
+    head_timed_out_ = true;
+    head_deadline_ = clock::time_point::max();
+    std::error_code ec;
+    client_.lowest_layer().cancel(ec);
+    arm_watchdog(watch, now + reg_.config().header_timeout);
+  }
+  void take_in_buffer() {
+    if (in_) return;
+    auto& pool = idle_pool::local();
+    if (pool.buffers.empty()) {
+      in_ = std::make_unique_for_overwrite<char[]>(client_buffer_size);
+    } else {
+      in_ = std::move(pool.buffers.back());
+      pool.buffers.pop_back();
+    }
+  }
+  // Lets go of the buffers that hold no unprocessed bytes.
+  void release_idle_buffers() {
+    if (in_begin_ == in_end_) {
+      auto& pool = idle_pool::local();
+      if (in_ && pool.buffers.size() < idle_pool::max_each) pool.buffers.push_back(std::move(in_));
+      in_.reset();
+      in_begin_ = in_end_ = 0;
+    }
+    if (out_begin_ == out_end_) {
+      out_.reset();
+      out_capacity_ = 0;
+      out_begin_ = out_end_ = 0;
+    }
+  }
+  // Between requests (no byte of the next one read): the parsers go to the pool.
+  void park_parsers() {
+    auto& pool = idle_pool::local();
+    if (pool.requests.size() < idle_pool::max_each)
+      pool.requests.push_back({reg_.config().max_header_bytes, reg_.config().max_headers, std::move(requests_)});
+    else
+      request_parser dropped(std::move(requests_));  // freed now; requests_ is left empty
+    if (pool.responses.size() < idle_pool::max_each)
+      pool.responses.push_back(std::move(responses_));
+    else
+      response_parser dropped(std::move(responses_));
+    parsers_parked_ = true;
+  }
+  void unpark_parsers() {
+    if (!parsers_parked_) return;
+    parsers_parked_ = false;
+    auto& pool = idle_pool::local();
+    const std::size_t head_bytes = reg_.config().max_header_bytes, headers = reg_.config().max_headers;
+    if (!pool.requests.empty() && pool.requests.back().max_head_bytes == head_bytes &&
+        pool.requests.back().max_headers == headers) {
+      requests_ = std::move(pool.requests.back().parser);
+      pool.requests.pop_back();
+    } else {
+      requests_ = request_parser({head_bytes, headers});
+    }
+    if (!pool.responses.empty()) {
+      responses_ = std::move(pool.responses.back());
+      pool.responses.pop_back();
+    } else {
+      responses_ = response_parser();
+    }
+  }
+  struct head_deadline_guard {
+    clock::time_point& deadline;
+    ~head_deadline_guard() { deadline = clock::time_point::max(); }
+  };
 
   // Reads until a complete request head; 408 if it does not arrive in time.
   asio::awaitable<head_outcome> read_head(bool has_bytes) {
-    asio::steady_timer deadline(client_.get_executor(), reg_.config().header_timeout);
+    head_deadline_ = clock::now() + reg_.config().header_timeout;
+    head_timed_out_ = false;
+    head_deadline_guard disarm{head_deadline_};
     bool started = has_bytes;
     for (;;) {
       if (in_begin_ < in_end_) {
@@ -121,13 +254,27 @@ class http_connection {
         if (in_begin_ < in_end_) continue;  // a body/message_end of a request we skipped cannot happen here
       }
       in_begin_ = in_end_ = 0;
-      auto result = co_await (client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple) ||
-                              deadline.async_wait(use_tuple));
-      if (result.index() == 1) {
+      if constexpr (std::is_same_v<Client, asio::ip::tcp::socket>) {
+        // Not before the first request: a new connection's request is usually there already, and
+        // waiting would cost an epoll_ctl for nothing (Connection: close does this per request).
+        if (!started && requests_served_ > 0) {
+          // Between requests (or before the first): hold no buffer while the client is silent, so
+          // an idle connection costs no 32 KiB of buffers (issue 6: master RSS per idle proxied
+          // connection). Wait until the socket is readable, then take the buffer and read. (TLS
+          // cannot wait this way: OpenSSL may already hold decrypted bytes.)
+          release_idle_buffers();
+          park_parsers();
+          auto [wec] = co_await client_.async_wait(asio::socket_base::wait_read, use_tuple);
+          if (head_timed_out_ || wec) co_return head_outcome{head_event::closed};
+          unpark_parsers();
+        }
+      }
+      take_in_buffer();
+      auto [ec, n] = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
+      if (head_timed_out_) {
         if (started) co_return head_outcome{head_event::failed, 408, "the request head did not arrive in time"};
         co_return head_outcome{head_event::closed};  // an idle keep-alive connection: just close
       }
-      auto [ec, n] = std::get<0>(result);
       in_end_ = n;
       if (ec && n == 0) co_return head_outcome{head_event::closed};
     }
@@ -175,7 +322,7 @@ class http_connection {
     const bool client_keep_alive = head.keep_alive;
     const std::string method = head.method;
     const std::string serialized =
-        serialize_request_head(head, forwarded_headers(head, info_.client.address().to_string(), info_.tls));
+        serialize_request_head(head, forwarded_headers(head, client_ip_, info_.tls));
     response_bytes_ = 0;
     auto [wec, wn] = co_await asio::async_write(link_.stream, asio::buffer(serialized), use_tuple);
     reg_.stats().bytes_up += wn;
@@ -192,10 +339,17 @@ class http_connection {
     response_upgrade_ = false;
     response_keep_alive_ = true;
     bool request_ok = true, response_ok = false;
-    if (body_sent_)  // sent again (a retry): there is no body, and the parser has finished with it
+    if (body_sent_) {  // sent again (a retry): there is no body, and the parser has finished with it
       response_ok = co_await relay_response();
-    else
+    } else if (!head.chunked && head.content_length.value_or(0) == 0) {
+      // No body: send_body() only asks the parser for message_end (or upgrade) and completes
+      // without I/O, so the two run one after the other instead of in a parallel group (`&&`
+      // allocates the group and two child coroutines per request; issue 6).
+      request_ok = co_await send_body();
+      response_ok = co_await relay_response();
+    } else {
       std::tie(request_ok, response_ok) = co_await (send_body() && relay_response());
+    }
     if (!response_ok) {
       if (may_retry && can_resend(head)) co_return exchange_result::retry;
       if (!response_started_) co_await respond_and_close(502, "the service failed before answering");
@@ -264,6 +418,7 @@ class http_connection {
         co_return true;
       }
       in_begin_ = in_end_ = 0;
+      take_in_buffer();
       auto [ec, n] = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
       in_end_ = n;
       if (ec && n == 0) co_return client_failed();
@@ -314,10 +469,27 @@ class http_connection {
         // From here on the client has part of the real answer: a failure can no longer be a 502.
         if (final_head_parsed_) response_started_ = true;
       }
-      if (done) co_return true;
-      if (out_begin_ == out_end_) out_begin_ = out_end_ = 0;
-      auto [ec, n] = co_await link_.stream.async_read_some(
-          asio::buffer(out_.get() + out_end_, backend_buffer_size - out_end_), use_tuple);
+      if (done) {
+        if (out_capacity_ > backend_buffer_size && out_begin_ == out_end_) {
+          out_.reset();  // the bulk buffer only lives while a body flows
+          out_capacity_ = 0;
+          out_begin_ = out_end_ = 0;
+        }
+        out_filled_ = false;
+        co_return true;
+      }
+      if (out_begin_ == out_end_) {
+        out_begin_ = out_end_ = 0;
+        // Nothing is left in the buffer here (the parser took it all), so it may be swapped.
+        if (!out_ || (out_filled_ && out_capacity_ < bulk_buffer_size)) {
+          out_capacity_ = out_ ? bulk_buffer_size : backend_buffer_size;
+          out_.reset();
+          out_ = std::make_unique_for_overwrite<char[]>(out_capacity_);
+        }
+      }
+      const std::size_t space = out_capacity_ - out_end_;
+      auto [ec, n] = co_await link_.stream.async_read_some(asio::buffer(out_.get() + out_end_, space), use_tuple);
+      out_filled_ = n == space;
       out_end_ += n;
       response_bytes_ += n;
       if (ec && n == 0) {
@@ -366,6 +538,7 @@ class http_connection {
     }
     in_.reset();
     out_.reset();
+    out_capacity_ = 0;
     // Counted when the tunnel ends (tunnel() is shared with the SDK and counts for itself).
     const auto moved = co_await tunnel(client_, link_.stream);
     reg_.stats().bytes_up += moved.a_to_b;
@@ -376,12 +549,17 @@ class http_connection {
   std::string listener_key_;
   Client& client_;
   const connection_info& info_;
+  std::string client_ip_;
   request_parser requests_;
   response_parser responses_;
+  bool parsers_parked_ = false;
+  std::uint64_t requests_served_ = 0;  // kept-alive exchanges completed on this connection  // requests_ and responses_ are empty (moved to the pool)
   std::unique_ptr<char[]> in_;
   std::size_t in_begin_ = 0, in_end_ = 0;
   std::unique_ptr<char[]> out_;
   std::size_t out_begin_ = 0, out_end_ = 0;
+  std::size_t out_capacity_ = 0;  // of out_ (allocated on the first response read)
+  bool out_filled_ = false;       // the last stream read filled out_: a body is streaming
   backend_link link_;
   bool link_reused_ = false;        // the current request went over a kept-alive stream
   bool body_sent_ = false;          // the current request's body (if any) has gone out whole
@@ -391,6 +569,10 @@ class http_connection {
   bool response_keep_alive_ = true;
   bool request_upgrade_ = false;
   bool response_upgrade_ = false;
+  asio::steady_timer watchdog_;
+  std::shared_ptr<watch_state> watch_;
+  clock::time_point head_deadline_ = clock::time_point::max();  // max: no head read under way
+  bool head_timed_out_ = false;
 };
 
 }  // namespace

@@ -44,6 +44,25 @@ struct active_guard {
   registry& reg;
 };
 
+// TLS connections go on in a coroutine of their own, so that the frame every plain connection
+// keeps for its whole life has no room for a TLS stream, a handshake timer and the awaitable
+// operators' temporaries (issue 6: master RSS per idle proxied connection).
+asio::awaitable<void> serve_tls(registry& reg, const std::string& listener_key, const listener_info& listener,
+                                asio::ip::tcp::socket& socket, connection_info& info) {
+  info.tls = true;
+  auto context = listener.certificates->handshake_context();
+  if (!context) co_return;
+  asio::ssl::stream<asio::ip::tcp::socket> tls(std::move(socket), *context);
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(tls.get_executor(), reg.config().header_timeout);
+  auto outcome = co_await (tls.async_handshake(asio::ssl::stream_base::server, use_tuple) || deadline.async_wait(use_tuple));
+  if (outcome.index() == 1 || std::get<0>(outcome) != std::tuple<std::error_code>{}) {
+    reg.log().debug("conn ", info.id, " from ", info.client, ": TLS handshake failed");
+    co_return;
+  }
+  co_await dispatch(reg, listener_key, tls, info);
+}
+
 asio::awaitable<void> serve(registry& reg, std::string listener_key, asio::ip::tcp::socket socket) {
   active_guard active(reg);
   connection_info info;
@@ -57,18 +76,7 @@ asio::awaitable<void> serve(registry& reg, std::string listener_key, asio::ip::t
     co_await dispatch(reg, listener_key, socket, info);
     co_return;
   }
-  info.tls = true;
-  auto context = it->second.certificates->handshake_context();
-  if (!context) co_return;
-  asio::ssl::stream<asio::ip::tcp::socket> tls(std::move(socket), *context);
-  using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer deadline(tls.get_executor(), reg.config().header_timeout);
-  auto outcome = co_await (tls.async_handshake(asio::ssl::stream_base::server, use_tuple) || deadline.async_wait(use_tuple));
-  if (outcome.index() == 1 || std::get<0>(outcome) != std::tuple<std::error_code>{}) {
-    reg.log().debug("conn ", info.id, " from ", info.client, ": TLS handshake failed");
-    co_return;
-  }
-  co_await dispatch(reg, listener_key, tls, info);
+  co_await serve_tls(reg, listener_key, it->second, socket, info);
 }
 
 }  // namespace
