@@ -115,7 +115,9 @@ TEST_CASE("an oversized head trickled in small pieces gets 431; request shapes n
       {"Content-Length with a list", "POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\nabcd"},
       {"a Transfer-Encoding with a tab after chunked", "POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n"},
   };
-  for (const auto& [name, bytes] : shapes) {
+  for (const auto& shape : shapes) {
+    const char* const name = shape.first;  // named, not a structured binding: CAPTURE's lambda takes it (clang 14)
+    const std::string& bytes = shape.second;
     CAPTURE(name);
     tcp_client c(port);
     c.send(bytes);
