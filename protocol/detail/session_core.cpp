@@ -796,6 +796,23 @@ void session_core::emit_data_frame(stream_state& s, std::size_t& batch_bytes) {
   batch_bytes += n + header_size;
 }
 
+bool session_core::announce_pending_opens() {
+  // A stream waiting for its SYN is in the control queue, or in the data queue when the SYN was
+  // to ride on its first Data frame.
+  for (const auto* queue : {&control_queue_, &data_queue_}) {
+    for (const std::uint32_t id : *queue) {
+      stream_state* s = find(id);
+      if (!s || s->syn_deferred || !(s->pending_flags & flags::syn)) continue;
+      if (batch_headers_.size() >= max_batch_frames) return false;  // the rest, and the answer, next batch
+      // A bare SYN with the window delta it would have carried; the stream's data follows later.
+      push_header({protocol_version, frame_type::window_update, flags::syn, s->id, s->pending_delta});
+      s->pending_flags &= static_cast<std::uint16_t>(~flags::syn);
+      s->pending_delta = 0;
+    }
+  }
+  return true;
+}
+
 bool session_core::prepare_batch(std::vector<asio::const_buffer>& out) {
   out.clear();
   batch_headers_.clear();
@@ -803,8 +820,17 @@ bool session_core::prepare_batch(std::vector<asio::const_buffer>& out) {
   if (closed_) return false;
   batch_out_ = &out;
 
+  // Session frames go first, except that our answer to a ping must not overtake a SYN queued
+  // before it: a peer that sent GoAway and then a ping (as go_away() does) takes our answer as proof
+  // that no SYN of ours is still on its way, and refuses any later one with RST — a raw TCP
+  // connection opened just before the GoAway arrived would be cut. hashicorp/yamux keeps this
+  // order with its single send queue; we announce the waiting SYNs ahead of the answer instead.
+  const bool answering_ping = std::any_of(session_frames_.begin(), session_frames_.end(), [](const frame_header& h) {
+    return h.type == frame_type::ping && h.has(flags::ack);
+  });
+  const bool syns_announced = failing_ || !answering_ping || announce_pending_opens();
   std::size_t taken = 0;
-  for (; taken < session_frames_.size() && batch_headers_.size() < max_batch_frames; ++taken)
+  for (; syns_announced && taken < session_frames_.size() && batch_headers_.size() < max_batch_frames; ++taken)
     push_header(session_frames_[taken]);
   session_frames_.erase(session_frames_.begin(), session_frames_.begin() + static_cast<std::ptrdiff_t>(taken));
 

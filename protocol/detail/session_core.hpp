@@ -171,6 +171,9 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void complete_write(stream_state& s, std::error_code ec, std::size_t n);
   void fail_stream_ops(stream_state& s, std::error_code ec);
   void emit_stream_control(stream_state& s);
+  // Puts a bare SYN for every stream in the control or data queue still waiting for one (not
+  // deferred) into the batch; false when the batch filled up first.
+  bool announce_pending_opens();
   void emit_data_frame(stream_state& s, std::size_t& batch_bytes);
   void push_header(const frame_header& h);
   asio::awaitable<void> housekeeping();

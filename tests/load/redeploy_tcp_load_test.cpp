@@ -5,14 +5,7 @@
 // and exits, connections arriving meanwhile wait in the master's queue until the new one registers a
 // second later). No connection may be cut: every byte comes back, in order, and each client's FIN is
 // answered with the service's. Every instance must have carried connections.
-//
-// TODO(syn-after-ping): in one TSan run of five, one connection was closed before its first echo
-// ("EOF after 0 bytes"), with no drain cut logged by tcp_echo. Suspected: the master's yamux writer
-// (protocol/detail/session_core.cpp, prepare_batch) sends session frames before queued stream
-// frames, so its answer to the ping a draining service sends after GoAway can overtake the SYN of a
-// stream opened just before the GoAway arrived; the service then refuses that SYN with RST. HTTP
-// resends such a request (nothing was answered and the session got GoAway); a raw TCP connection
-// cannot be resent, so it is cut.
+// A cut seen once here under TSan: session_test "a SYN queued before the peer's ping goes out ...".
 #include <doctest/doctest.h>
 
 #include <atomic>

@@ -15,6 +15,8 @@
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 
+#include <array>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <vector>
@@ -453,6 +455,98 @@ TEST_CASE("after our go-away a SYN that crossed it is accepted; once the peer an
     CHECK(h.has(flags::rst));
     CHECK(server.is_open());
   });
+}
+
+// Our answer to a ping must not overtake a SYN queued before the ping arrived: a peer that sent
+// GoAway and then a ping refuses every SYN that reaches it after our answer (see the go-away test
+// above). A raw peer with small socket buffers keeps a batch of stream A's data in flight, so that
+// B's SYN and the answer to the peer's ping wait for the same next batch.
+namespace {
+
+enum class b_opens {
+  bare_syn,         // B only opened: a bare SYN in the control queue
+  syn_on_data,      // B opened and written to once A's batch is in flight: the SYN rides its Data frame
+  syn_in_data_queue // B written to before the first batch, which ended (max_batch_bytes) before B's
+                    // Data frame: its SYN waits in the data queue alone
+};
+
+// `count` streams like B (more than one batch holds: the answer waits for the batch after their SYNs).
+void check_syn_before_ping_answer(b_opens how, std::size_t count = 1) {
+  run([how, count](asio::io_context& io) -> asio::awaitable<void> {
+    auto sockets = socket_pair(io);
+    socket_type& raw = sockets.second;
+    for (socket_type* s : {&sockets.first, &sockets.second}) {
+      s->set_option(asio::socket_base::send_buffer_size(4096));
+      s->set_option(asio::socket_base::receive_buffer_size(4096));
+    }
+    // The writes' handlers may outlive this frame (they complete when the session closes).
+    auto big = std::make_shared<std::vector<std::byte>>(1 << 20);
+    auto hello = std::make_shared<std::array<char, 5>>(std::array<char, 5>{'h', 'e', 'l', 'l', 'o'});
+    auto ignore = [big, hello](std::error_code, std::size_t) {};
+    config cfg;
+    cfg.enable_keepalive = false;
+    cfg.max_unacknowledged_opens = count + 1;
+    if (how == b_opens::syn_in_data_queue) cfg.max_batch_bytes = 64 * 1024;  // one frame of A
+    session client(std::move(sockets.first), role::client, cfg);
+    // All of this is queued before the writer prepares its first batch (nothing is awaited yet).
+    auto a = client.open();
+    a.async_write_some(asio::buffer(*big), ignore);
+    std::vector<stream> bs(count);
+    auto open_bs = [&] {
+      for (auto& b : bs) {
+        b = client.open();
+        if (how != b_opens::bare_syn) b.async_write_some(asio::buffer(*hello), ignore);
+      }
+    };
+    if (how == b_opens::syn_in_data_queue) open_bs();
+    // Headers only, up to A's first Data header: the rest of that batch cannot fit into the socket
+    // buffers, so our writer is stuck in it until the raw peer reads again.
+    frame_header first;
+    for (;;) {
+      header_bytes hb;
+      co_await asio::async_read(raw, asio::buffer(hb), asio::use_awaitable);
+      first = decode(hb);
+      if (first.type == frame_type::data) break;
+    }
+    REQUIRE(first.stream_id == a.id());
+    if (how != b_opens::syn_in_data_queue) open_bs();
+    co_await write_frame(raw, {0, frame_type::ping, flags::syn, 0, 4242});
+    co_await write_frame(raw, {0, frame_type::window_update, flags::syn, 2, 0});
+    // Accepted: the ping before this SYN was read, and its answer queued.
+    auto [aec, from_peer] = co_await client.async_accept(use_tuple);
+    REQUIRE_FALSE(aec);
+    CHECK(from_peer.id() == 2);
+    // Now read everything: the SYNs must come before the answer, once each.
+    std::vector<std::byte> rest(first.length);
+    co_await asio::async_read(raw, asio::buffer(rest), asio::use_awaitable);
+    std::vector<std::uint32_t> syns_before_answer;
+    for (;;) {
+      auto h = co_await read_frame(raw);
+      REQUIRE(h.version == protocol_version);
+      if (h.has(flags::syn) && h.type != frame_type::ping) syns_before_answer.push_back(h.stream_id);
+      if (h.type == frame_type::ping && h.has(flags::ack) && h.length == 4242) break;
+    }
+    std::vector<std::uint32_t> expected;
+    for (const auto& b : bs) expected.push_back(b.id());
+    CHECK(syns_before_answer == expected);
+    client.close();
+    std::vector<std::byte> sink(1 << 16);
+    for (;;) {
+      auto [ec, n] = co_await raw.async_read_some(asio::buffer(sink), use_tuple);
+      if (ec) break;
+    }
+    co_await client.async_wait_closed(use_tuple);
+  });
+}
+
+}  // namespace
+
+TEST_CASE("a SYN queued before the peer's ping goes out before our answer to it") {
+  SUBCASE("bare SYN") { check_syn_before_ping_answer(b_opens::bare_syn); }
+  SUBCASE("SYN riding the stream's first Data frame") { check_syn_before_ping_answer(b_opens::syn_on_data); }
+  SUBCASE("SYN left in the data queue by a full batch") { check_syn_before_ping_answer(b_opens::syn_in_data_queue); }
+  SUBCASE("more SYNs than one batch holds") { check_syn_before_ping_answer(b_opens::bare_syn, 300); }
+  SUBCASE("more SYNs riding Data frames than one batch holds") { check_syn_before_ping_answer(b_opens::syn_on_data, 300); }
 }
 
 TEST_CASE("closing the session fails pending operations and later ones") {
