@@ -22,8 +22,19 @@ struct go_result {
 
 class go_peer {
  public:
-  // The peer gives up by itself after this (-timeout: "FAIL timeout", exit 3).
+  // The peer gives up by itself after this (-timeout: "FAIL timeout", exit 3). A bound against
+  // hangs, not a speed target: sanitizer builds (TSan ~5-15x slower) get four times as long.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  static constexpr std::chrono::seconds run_limit{240};
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+  static constexpr std::chrono::seconds run_limit{240};
+#else
   static constexpr std::chrono::seconds run_limit{60};
+#endif
+#else
+  static constexpr std::chrono::seconds run_limit{60};
+#endif
 
   // Starts yamux_peer with `args` and -timeout run_limit.
   explicit go_peer(std::vector<std::string> args);

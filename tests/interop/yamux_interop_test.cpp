@@ -545,14 +545,15 @@ TEST_CASE("C++ client, Go server: a burst of 2,048 opens is paced by ACKs, none 
 }
 
 TEST_CASE("C++ client, Go server: SYNs beyond Go's accept backlog are refused with RST: stream_reset") {
-  // With our pacing switched off, 2,048 bare SYNs in one burst: Go's read loop queues them far
-  // faster than its accept loop takes them, so its 256-stream accept backlog overflows. Every
-  // stream then either echoes a byte (accepted) or fails with stream_reset (refused).
+  // With our pacing switched off, 2,048 bare SYNs in one burst to a Go application that starts
+  // accepting only after a second (-accept-lag): its 256-stream accept backlog overflows however
+  // fast each side runs (under TSan our side is slow enough for an eager Go accept loop to keep
+  // up). Every stream then either echoes a byte (accepted) or fails with stream_reset (refused).
   constexpr int streams = 2048;
   int refused = 0, echoed = 0;
   yamux::config unpaced;
   unpaced.max_unacknowledged_opens = streams;
-  const auto go = with_go_server({}, unpaced, [&](yamux::session& session) -> asio::awaitable<void> {
+  const auto go = with_go_server({"-accept-lag", "1s"}, unpaced, [&](yamux::session& session) -> asio::awaitable<void> {
     std::vector<yamux::stream> opened;
     for (int i = 0; i < streams; ++i) opened.push_back(session.open());
     const auto failures = co_await run_all(streams, [&](int i) -> asio::awaitable<std::string> {

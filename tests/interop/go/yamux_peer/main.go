@@ -92,6 +92,7 @@ var (
 	flagTimeout   = flag.Duration("timeout", 120*time.Second, "overall deadline")
 	flagWriteTO   = flag.Duration("write-timeout", 10*time.Second, "yamux ConnectionWriteTimeout (also the Ping timeout)")
 	flagStrict    = flag.Bool("strict", false, "serve: FAIL if any stream handler failed (e.g. the peer aborted a stream)")
+	flagAcceptLag = flag.Duration("accept-lag", 0, "serve: let this long pass before the first AcceptStream (an application slow to accept)")
 )
 
 var (

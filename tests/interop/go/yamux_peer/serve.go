@@ -24,6 +24,11 @@ func runServe(sess *yamux.Session) {
 	var served, failed int64
 	var wg sync.WaitGroup
 	var acceptErr error
+	if *flagAcceptLag > 0 {
+		// An application that is slow to start accepting: incoming SYNs pile up in the session's
+		// accept backlog (256) meanwhile, so a burst beyond it is refused whatever the peer's speed.
+		<-time.After(*flagAcceptLag)
+	}
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
