@@ -206,6 +206,20 @@ TEST_CASE("a service that stops reading: an upload to it stalls after one window
       // The connection ends when the test does.
     }
   });
+  // However the test ends (a failed wait throws), the pusher is cut off and joined: a joinable
+  // std::thread going out of scope would terminate the whole test program.
+  struct stop_pusher {
+    tcp_client& client;
+    std::thread& thread;
+    ~stop_pusher() {
+      try {
+        client.shutdown_write();  // wakes a blocked send with EPIPE
+      } catch (const std::exception&) {
+        // already gone: the master closed the connection after the reset (ENOTCONN)
+      }
+      thread.join();
+    }
+  } stop{uploader, pusher};
   // Exactly one window's worth arrives (256 KiB), then nothing: the master honours the window.
   while (received < 256 * 1024) {
     const auto f = sink.next(10s);
@@ -229,10 +243,9 @@ TEST_CASE("a service that stops reading: an upload to it stalls after one window
                                      << rss_stalled << " -> " << rss_later << " KiB; GETs meanwhile (ms): " << join(latencies));
   for (auto l : latencies) CHECK(l < 1000);
   CHECK(rss_later - rss_before < 8 * 1024 * rss_slack());
-  // End it: the service resets the stream, the uploader's connection is cut and its thread ends.
+  // End it: the service resets the stream, the uploader's connection is cut and its thread ends
+  // (stop_pusher joins it).
   sink.send({0, yamux::frame_type::window_update, yamux::flags::rst, id, 0});
-  uploader.shutdown_write();
-  pusher.join();
 }
 
 TEST_CASE("a flood of stream resets: every client gets 502, the session stays up, memory stays flat") {
