@@ -306,7 +306,7 @@ class http_connection {
     link_ = {std::move(got.stream), route_id, got.member_id};
     reg_.log().debug("conn ", info_.id, ": stream ", link_.stream.id(), " to registration ", link_.member_id);
     if (got.proxy_protocol) {
-      const auto header = encode_proxy_v2(info_.client, info_.local);
+      const auto header = encode_proxy_v2(info_.client, connection_local_endpoint(client_));
       auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(header), use_tuple);
       if (ec) {
         co_await respond_and_close(502, "the service failed before answering");

@@ -10,8 +10,8 @@ namespace socketmaster::server {
 
 master::master(asio::io_context& io, master_config cfg, logger& log) : io_(io), cfg_(std::move(cfg)), log_(log) {
   registry_ = std::make_unique<registry>(io_.get_executor(), cfg_, log_,
-                                         [this](listener_info& l, asio::ip::tcp::socket s) {
-                                           serve_public_connection(*registry_, l, std::move(s));
+                                         [this](listener_info& l, asio::ip::tcp::socket s, const asio::ip::tcp::endpoint& peer) {
+                                           serve_public_connection(*registry_, l, std::move(s), peer);
                                          });
   control_ = std::make_unique<control_listener>(io_.get_executor(), cfg_, *registry_, log_);
 }

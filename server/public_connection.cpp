@@ -63,12 +63,11 @@ asio::awaitable<void> serve_tls(registry& reg, const std::string& listener_key, 
   co_await dispatch(reg, listener_key, tls, info);
 }
 
-asio::awaitable<void> serve(registry& reg, std::string listener_key, asio::ip::tcp::socket socket) {
+asio::awaitable<void> serve(registry& reg, std::string listener_key, asio::ip::tcp::socket socket,
+                            asio::ip::tcp::endpoint peer) {
   active_guard active(reg);
   connection_info info;
-  std::error_code ec;
-  info.client = unmapped(socket.remote_endpoint(ec));
-  info.local = unmapped(socket.local_endpoint(ec));
+  info.client = unmapped(peer);
   info.id = next_connection_id++;
   auto it = reg.listeners().find(listener_key);
   if (it == reg.listeners().end()) co_return;
@@ -81,9 +80,15 @@ asio::awaitable<void> serve(registry& reg, std::string listener_key, asio::ip::t
 
 }  // namespace
 
-void serve_public_connection(registry& reg, listener_info& listener, asio::ip::tcp::socket socket) {
+asio::ip::tcp::endpoint socket_local_endpoint(const asio::ip::tcp::socket::lowest_layer_type& socket) {
+  std::error_code ec;
+  return unmapped(socket.local_endpoint(ec));
+}
+
+void serve_public_connection(registry& reg, listener_info& listener, asio::ip::tcp::socket socket,
+                             const asio::ip::tcp::endpoint& peer) {
   auto ex = socket.get_executor();
-  asio::co_spawn(ex, serve(reg, listener.key, std::move(socket)), [&reg](std::exception_ptr e) {
+  asio::co_spawn(ex, serve(reg, listener.key, std::move(socket), peer), [&reg](std::exception_ptr e) {
     if (!e) return;
     try {
       std::rethrow_exception(e);

@@ -133,11 +133,11 @@ registry::registration_result registry::register_service(const socket_definition
     l.tls = want_tls;
     if (want_tls) l.certificates = std::make_unique<tls_contexts>();
     l.acceptor = std::move(acceptor);
-    l.acceptor->start([this, k = actual_key](asio::ip::tcp::socket s) {
+    l.acceptor->start([this, k = actual_key](asio::ip::tcp::socket s, const asio::ip::tcp::endpoint& peer) {
       auto lit = listeners_.find(k);
       if (lit == listeners_.end()) return;
       ++stats_.connections_accepted;
-      on_connection_(lit->second, std::move(s));
+      on_connection_(lit->second, std::move(s), peer);
     });
     log_.info("listener ", l.bound_address, " opened (", want_http ? "http" : "tcp", want_tls ? ", tls" : "", ")");
     it = pos;

@@ -99,7 +99,7 @@ struct registry_stats {
 class registry {
  public:
   // Called for each accepted public connection of a listener.
-  using connection_handler = std::function<void(listener_info&, asio::ip::tcp::socket)>;
+  using connection_handler = std::function<void(listener_info&, asio::ip::tcp::socket, const asio::ip::tcp::endpoint& peer)>;
 
   registry(asio::any_io_executor ex, const master_config& cfg, logger& log, connection_handler on_connection);
   ~registry();

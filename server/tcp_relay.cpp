@@ -19,7 +19,7 @@ asio::awaitable<void> relay_tcp(registry& reg, std::uint64_t route_id, Client& c
   auto& backend = got.stream;
   reg.log().debug("conn ", info.id, " from ", info.client, ": stream ", backend.id(), " to registration ", got.member_id);
   if (got.proxy_protocol) {
-    const auto header = encode_proxy_v2(info.client, info.local);
+    const auto header = encode_proxy_v2(info.client, connection_local_endpoint(client));
     auto [ec, n] = co_await asio::async_write(backend, asio::buffer(header), use_tuple);
     if (ec) co_return;
   }

@@ -68,8 +68,9 @@ void upstream_listener::close() {
 void upstream_listener::start(accept_handler on_accept) {
   auto loop = [](std::shared_ptr<state> st, accept_handler handler) -> asio::awaitable<void> {
     asio::steady_timer backoff(st->acceptor.get_executor());
+    asio::ip::tcp::endpoint peer;
     while (!st->closed) {
-      auto [ec, sock] = co_await st->acceptor.async_accept(use_tuple);
+      auto [ec, sock] = co_await st->acceptor.async_accept(peer, use_tuple);
       if (st->closed) co_return;
       if (ec) {
         // Out of descriptors or memory: say so once per occurrence and breathe, rather than spin.
@@ -80,7 +81,7 @@ void upstream_listener::start(accept_handler on_accept) {
       }
       std::error_code nd;
       sock.set_option(asio::ip::tcp::no_delay(true), nd);
-      handler(std::move(sock));
+      handler(std::move(sock), peer);
     }
   };
   asio::co_spawn(state_->acceptor.get_executor(), loop(state_, std::move(on_accept)), asio::detached);

@@ -19,7 +19,8 @@ namespace socketmaster::server {
 
 class upstream_listener {
  public:
-  using accept_handler = std::function<void(asio::ip::tcp::socket)>;
+  // The peer's address comes from accept() itself, which saves a getpeername() per connection.
+  using accept_handler = std::function<void(asio::ip::tcp::socket, const asio::ip::tcp::endpoint& peer)>;
 
   // Binds `address:port`. An empty address means every interface: IPv6 dual-stack when the host
   // has IPv6, else IPv4. Port 0 picks a free port (see local_endpoint()).

@@ -9,6 +9,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include "../errors.hpp"
@@ -674,8 +675,48 @@ void session_core::hand_over(stream_state& s, accept_op* op) {
   // and never runs into the backlog limit. An application that accepts promptly ACKs promptly.
   s.pending_flags |= flags::ack;
   s.pending_delta = config_.initial_stream_window - initial_stream_window;
-  queue_control(s);
+  // A window delta needs a WindowUpdate of its own, which carries the ACK at no extra cost.
+  if (config_.ack_wait_turns == 0 || s.pending_delta != 0)
+    queue_control(s);
+  else
+    defer_ack(s);
   op->complete({}, stream(shared_from_this(), &s));
+}
+
+// The application usually answers an accepted stream within a few turns of the executor (its
+// accept completion, a read of what already arrived, a write): the ACK then rides on that first
+// Data frame (emit_data_frame) or FIN. Counting turns with posts rather than waiting on a timer
+// costs no system call and keeps the delay to microseconds.
+void session_core::defer_ack(stream_state& s) {
+  deferred_acks_.push_back(s.id);
+  if (ack_check_posted_) return;
+  ack_check_posted_ = true;
+  asio::post(executor_, [self = shared_from_this()] { self->check_deferred_acks(1); });
+}
+
+void session_core::check_deferred_acks(std::size_t turn) {
+  ack_check_posted_ = false;
+  if (closed_) {
+    deferred_acks_.clear();
+    return;
+  }
+  std::erase_if(deferred_acks_, [this](std::uint32_t id) {
+    const stream_state* s = find(id);
+    return !s || !(s->pending_flags & flags::ack);  // gone, or its ACK went out with a frame
+  });
+  if (deferred_acks_.empty()) return;
+  if (turn < config_.ack_wait_turns) {
+    ack_check_posted_ = true;
+    asio::post(executor_, [self = shared_from_this(), turn] { self->check_deferred_acks(turn + 1); });
+    return;
+  }
+  flush_deferred_acks();
+}
+
+void session_core::flush_deferred_acks() {
+  for (const std::uint32_t id : deferred_acks_)
+    if (stream_state* s = find(id); s && (s->pending_flags & flags::ack)) queue_control(*s);
+  deferred_acks_.clear();
 }
 
 void session_core::handle_ping(const frame_header& h) {
@@ -864,6 +905,18 @@ bool session_core::prepare_batch(std::vector<asio::const_buffer>& out) {
         data_queue_.push_back(id);
       }
     }
+  }
+  // Deferred ACKs ride along with a batch that goes out anyway, at no system call of their own;
+  // one whose stream has data queued waits to ride on that.
+  if (!out.empty() && !failing_) {
+    std::erase_if(deferred_acks_, [&](std::uint32_t id) {
+      stream_state* s = find(id);
+      if (!s || !(s->pending_flags & flags::ack) || s->in_control_queue) return true;
+      if (s->in_data_queue || batch_headers_.size() >= max_batch_frames || out.size() >= max_batch_buffers)
+        return false;
+      emit_stream_control(*s);
+      return true;
+    });
   }
   batch_out_ = nullptr;
   // Adjacent headers (session frames, window updates) sit side by side in batch_headers_: one buffer.

@@ -667,6 +667,30 @@ TEST_CASE("a Data frame carrying SYN and payload opens the stream; it is ACKed w
   });
 }
 
+TEST_CASE("an accepted stream's ACK rides on its first frame when the application answers at once") {
+  for (const std::size_t turns : {std::size_t{16}, std::size_t{0}}) {
+    CAPTURE(turns);
+    run([turns](asio::io_context& io) -> asio::awaitable<void> {
+      auto [raw, b] = socket_pair(io);
+      config cfg;
+      cfg.ack_wait_turns = turns;
+      session server(std::move(b), role::server, cfg);
+      co_await write_frame(raw, {0, frame_type::data, flags::syn, 1, 5}, std::as_bytes(std::span("hello", 5)));
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      std::array<char, 5> got;
+      co_await asio::async_read(s, asio::buffer(got), asio::use_awaitable);
+      co_await asio::async_write(s, asio::buffer("world", 5), asio::use_awaitable);
+      // The first frame the server sends for stream 1 carries the ACK: the Data frame itself when
+      // the ACK may wait (one frame fewer), a WindowUpdate of its own when it may not.
+      auto h = co_await read_frame(raw);
+      while (h.stream_id != 1) h = co_await read_frame(raw);
+      CHECK(h.has(flags::ack));
+      CHECK(h.type == (turns > 0 ? frame_type::data : frame_type::window_update));
+    });
+  }
+}
+
 namespace {
 // Sends `bad` from a raw client peer and expects GoAway(protocol error) and the session to end with
 // `expected`.
