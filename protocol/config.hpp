@@ -27,12 +27,13 @@ struct config {
   // application accepts nothing would otherwise hold every opener, and everything queued behind the
   // max_unacknowledged_opens limit, forever. Zero disables the check.
   std::chrono::milliseconds stream_open_timeout{30'000};
-  // An accepted stream's ACK waits up to this many turns of the executor for the stream's first
-  // frame, which then carries it: a service that answers at once (a short HTTP exchange) sends one
-  // frame and one system call fewer per stream. After that, or with the next batch written for any
-  // other reason, it goes out on its own. 0 sends it when the stream is accepted, as
-  // hashicorp/yamux does; either way the opener hears within microseconds, far inside its timeouts.
-  std::size_t ack_wait_turns = 16;
+  // An accepted stream's ACK waits for the stream's first frame, which then carries it: a service
+  // that answers at once (a short HTTP exchange) sends one frame and one system call fewer per
+  // stream. It goes out sooner when a batch is written anyway, when the application's read of the
+  // stream has to wait for the peer, and at the latest on the next housekeeping tick (a quarter of
+  // the shortest of write_timeout, keepalive_interval and stream_open_timeout), well inside the
+  // opener's open timeout. false sends it when the stream is accepted, as hashicorp/yamux does.
+  bool ack_with_first_frame = true;
   // Receive window a stream starts with; the protocol fixes 256 KiB, a larger value is announced to
   // the peer with the SYN/ACK window delta as hashicorp/yamux does.
   std::uint32_t initial_stream_window = 256 * 1024;

@@ -11,6 +11,7 @@
 // complete in time), 431 (head too large), 502 (backend failed before answering), 503 (queue full,
 // or grace over with no service back).
 #include <algorithm>
+#include <array>
 #include <iterator>
 #include <string_view>
 #include <tuple>
@@ -305,14 +306,8 @@ class http_connection {
     }
     link_ = {std::move(got.stream), route_id, got.member_id};
     reg_.log().debug("conn ", info_.id, ": stream ", link_.stream.id(), " to registration ", link_.member_id);
-    if (got.proxy_protocol) {
-      const auto header = encode_proxy_v2(info_.client, connection_local_endpoint(client_));
-      auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(header), use_tuple);
-      if (ec) {
-        co_await respond_and_close(502, "the service failed before answering");
-        co_return false;
-      }
-    }
+    // The header goes out with the first request head, in one write and one frame (exchange()).
+    if (got.proxy_protocol) proxy_prefix_ = encode_proxy_v2(info_.client, connection_local_endpoint(client_));
     co_return true;
   }
 
@@ -324,8 +319,10 @@ class http_connection {
     const std::string serialized =
         serialize_request_head(head, forwarded_headers(head, client_ip_, info_.tls));
     response_bytes_ = 0;
-    auto [wec, wn] = co_await asio::async_write(link_.stream, asio::buffer(serialized), use_tuple);
-    reg_.stats().bytes_up += wn;
+    const std::array<asio::const_buffer, 2> out{asio::buffer(proxy_prefix_), asio::buffer(serialized)};
+    auto [wec, wn] = co_await asio::async_write(link_.stream, out, use_tuple);
+    reg_.stats().bytes_up += wn - std::min(wn, proxy_prefix_.size());
+    std::vector<std::byte>().swap(proxy_prefix_);
     if (wec) {
       if (may_retry && can_resend(head)) co_return exchange_result::retry;
       link_.drop();
@@ -561,6 +558,7 @@ class http_connection {
   std::size_t out_capacity_ = 0;  // of out_ (allocated on the first response read)
   bool out_filled_ = false;       // the last stream read filled out_: a body is streaming
   backend_link link_;
+  std::vector<std::byte> proxy_prefix_;  // a new stream's PROXY v2 header, until the first request goes
   bool link_reused_ = false;        // the current request went over a kept-alive stream
   bool body_sent_ = false;          // the current request's body (if any) has gone out whole
   std::size_t response_bytes_ = 0;  // read from the stream for the current request

@@ -9,7 +9,6 @@
 #include <asio/co_spawn.hpp>
 #include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include "../errors.hpp"
@@ -470,6 +469,8 @@ void session_core::deliver_to_reader(stream_state& s) {
     complete_read(s, asio::error::eof, 0);
   else if (closed_)
     complete_read(s, close_reason_, 0);
+  else if (s.pending_flags & flags::ack)
+    queue_control(s);  // the reader waits for the peer: its answer is not imminent, so ACK now
 }
 
 void session_core::consumed(stream_state& s, std::size_t n) {
@@ -676,43 +677,14 @@ void session_core::hand_over(stream_state& s, accept_op* op) {
   s.pending_flags |= flags::ack;
   s.pending_delta = config_.initial_stream_window - initial_stream_window;
   // A window delta needs a WindowUpdate of its own, which carries the ACK at no extra cost.
-  if (config_.ack_wait_turns == 0 || s.pending_delta != 0)
+  if (!config_.ack_with_first_frame || s.pending_delta != 0)
     queue_control(s);
   else
-    defer_ack(s);
+    deferred_acks_.push_back(s.id);  // see config::ack_with_first_frame
   op->complete({}, stream(shared_from_this(), &s));
 }
 
-// The application usually answers an accepted stream within a few turns of the executor (its
-// accept completion, a read of what already arrived, a write): the ACK then rides on that first
-// Data frame (emit_data_frame) or FIN. Counting turns with posts rather than waiting on a timer
-// costs no system call and keeps the delay to microseconds.
-void session_core::defer_ack(stream_state& s) {
-  deferred_acks_.push_back(s.id);
-  if (ack_check_posted_) return;
-  ack_check_posted_ = true;
-  asio::post(executor_, [self = shared_from_this()] { self->check_deferred_acks(1); });
-}
-
-void session_core::check_deferred_acks(std::size_t turn) {
-  ack_check_posted_ = false;
-  if (closed_) {
-    deferred_acks_.clear();
-    return;
-  }
-  std::erase_if(deferred_acks_, [this](std::uint32_t id) {
-    const stream_state* s = find(id);
-    return !s || !(s->pending_flags & flags::ack);  // gone, or its ACK went out with a frame
-  });
-  if (deferred_acks_.empty()) return;
-  if (turn < config_.ack_wait_turns) {
-    ack_check_posted_ = true;
-    asio::post(executor_, [self = shared_from_this(), turn] { self->check_deferred_acks(turn + 1); });
-    return;
-  }
-  flush_deferred_acks();
-}
-
+// The deferred ACKs that are still pending go into the control queue (and wake the writer).
 void session_core::flush_deferred_acks() {
   for (const std::uint32_t id : deferred_acks_)
     if (stream_state* s = find(id); s && (s->pending_flags & flags::ack)) queue_control(*s);
@@ -1000,6 +972,7 @@ asio::awaitable<void> session_core::housekeeping() {
         }
       }
     }
+    flush_deferred_acks();  // at the latest now (config::ack_with_first_frame)
     if (config_.enable_keepalive && !keepalive_outstanding_ && now >= next_ping) {
       keepalive_ping_ = next_ping_++;
       keepalive_outstanding_ = true;

@@ -153,8 +153,6 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void handle_stream_flags(stream_state& s, std::uint16_t f);
   void incoming_syn(const frame_header& h);
   void hand_over(stream_state& s, accept_op* op);
-  void defer_ack(stream_state& s);
-  void check_deferred_acks(std::size_t turn);
   void flush_deferred_acks();
   void opened_stream_answered(stream_state& s);
   void handle_ping(const frame_header& h);
@@ -209,10 +207,8 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   std::vector<header_bytes> batch_headers_;
   std::vector<asio::const_buffer>* batch_out_ = nullptr;  // set while prepare_batch runs
   std::vector<std::uint32_t> batch_streams_;
-  // Accepted streams whose ACK waits to ride on their first frame (config::ack_wait_turns), and
-  // whether a check of them is posted.
+  // Accepted streams whose ACK waits to ride on their first frame (config::ack_with_first_frame).
   std::vector<std::uint32_t> deferred_acks_;
-  bool ack_check_posted_ = false;
   std::vector<io_op*> orphan_writes_;  // writes of released/reset streams whose bytes were in flight
   bool writing_ = false;
   bool writer_waiting_ = false;

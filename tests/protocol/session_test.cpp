@@ -647,7 +647,9 @@ TEST_CASE("late frames for streams that have ended are discarded; the session go
 TEST_CASE("a Data frame carrying SYN and payload opens the stream; it is ACKed when accepted") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [raw, b] = socket_pair(io);
-    session server(std::move(b), role::server);
+    config cfg;
+    cfg.ack_with_first_frame = false;  // as hashicorp/yamux: the ACK goes when the stream is taken
+    session server(std::move(b), role::server, cfg);
     co_await write_frame(raw, {0, frame_type::data, flags::syn, 1, 5}, std::as_bytes(std::span("hello", 5)));
     co_await write_frame(raw, {0, frame_type::ping, flags::syn, 0, 4242});
     // Everything the server sent before answering our ping: no ACK yet, nobody accepted.
@@ -668,12 +670,12 @@ TEST_CASE("a Data frame carrying SYN and payload opens the stream; it is ACKed w
 }
 
 TEST_CASE("an accepted stream's ACK rides on its first frame when the application answers at once") {
-  for (const std::size_t turns : {std::size_t{16}, std::size_t{0}}) {
-    CAPTURE(turns);
-    run([turns](asio::io_context& io) -> asio::awaitable<void> {
+  for (const bool deferred : {true, false}) {
+    CAPTURE(deferred);
+    run([deferred](asio::io_context& io) -> asio::awaitable<void> {
       auto [raw, b] = socket_pair(io);
       config cfg;
-      cfg.ack_wait_turns = turns;
+      cfg.ack_with_first_frame = deferred;
       session server(std::move(b), role::server, cfg);
       co_await write_frame(raw, {0, frame_type::data, flags::syn, 1, 5}, std::as_bytes(std::span("hello", 5)));
       auto [ec, s] = co_await server.async_accept(use_tuple);
@@ -686,7 +688,55 @@ TEST_CASE("an accepted stream's ACK rides on its first frame when the applicatio
       auto h = co_await read_frame(raw);
       while (h.stream_id != 1) h = co_await read_frame(raw);
       CHECK(h.has(flags::ack));
-      CHECK(h.type == (turns > 0 ? frame_type::data : frame_type::window_update));
+      CHECK(h.type == (deferred ? frame_type::data : frame_type::window_update));
+    });
+  }
+}
+
+namespace {
+// Waits for the first WindowUpdate (the ACK), then sends "hello" on stream 1.
+asio::awaitable<frame_header> ack_then_hello(socket_type& raw) {
+  auto h = co_await read_until(raw, frame_type::window_update);
+  co_await write_frame(raw, {0, frame_type::data, 0, 1, 5}, std::as_bytes(std::span("hello", 5)));
+  co_return h;
+}
+}  // namespace
+
+TEST_CASE("a deferred ACK goes out when the reader has to wait, or at the latest on a housekeeping tick") {
+  SUBCASE("the application reads and waits for more") {
+    run([](asio::io_context& io) -> asio::awaitable<void> {
+      auto [raw, b] = socket_pair(io);
+      config cfg;
+      cfg.write_timeout = std::chrono::hours(1);  // no housekeeping tick during the test
+      cfg.keepalive_interval = std::chrono::hours(1);
+      cfg.stream_open_timeout = std::chrono::hours(1);
+      session server(std::move(b), role::server, cfg);
+      co_await write_frame(raw, {0, frame_type::window_update, flags::syn, 1, 0});
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      std::array<char, 5> got;
+      // The read has nothing to take and waits; only then does the ACK go, and the data follows it.
+      auto [n, h] = co_await (asio::async_read(s, asio::buffer(got), asio::use_awaitable) && ack_then_hello(raw));
+      CHECK(h.stream_id == 1);
+      CHECK(h.has(flags::ack));
+      CHECK(std::string(got.data(), n) == "hello");
+    });
+  }
+  SUBCASE("the application holds the stream and does nothing") {
+    run([](asio::io_context& io) -> asio::awaitable<void> {
+      auto [raw, b] = socket_pair(io);
+      config cfg;
+      cfg.write_timeout = std::chrono::milliseconds(200);  // a housekeeping tick every 50 ms
+      session server(std::move(b), role::server, cfg);
+      co_await write_frame(raw, {0, frame_type::window_update, flags::syn, 1, 0});
+      auto [ec, s] = co_await server.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      const auto accepted = std::chrono::steady_clock::now();
+      auto h = co_await read_until(raw, frame_type::window_update);
+      CHECK(h.stream_id == 1);
+      CHECK(h.has(flags::ack));
+      CHECK(std::chrono::steady_clock::now() - accepted < std::chrono::seconds(5));  // a tick, not a timeout
+      CHECK(s.is_open());
     });
   }
 }
