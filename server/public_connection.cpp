@@ -23,18 +23,19 @@ asio::ip::tcp::endpoint unmapped(const asio::ip::tcp::endpoint& ep) {
   return {asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()), ep.port()};
 }
 
+asio::awaitable<void> nothing() { co_return; }
+
+// Not a coroutine: it returns the chosen service's coroutine for the caller to await, so an idle
+// connection keeps no frame of its own for this step (issue 6: master RSS per idle connection).
 template <class Client>
-asio::awaitable<void> dispatch(registry& reg, std::string listener_key, Client& client, const connection_info& info) {
+asio::awaitable<void> dispatch(registry& reg, const std::string& listener_key, Client& client, const connection_info& info) {
   auto it = reg.listeners().find(listener_key);
-  if (it == reg.listeners().end()) co_return;
-  if (it->second.http) {
-    co_await route_http(reg, listener_key, client, info);
-  } else {
-    // A raw TCP listener has exactly one route: the pool of every registration on it.
-    auto route_id = it->second.routes.match("", "");
-    if (!route_id) co_return;
-    co_await relay_tcp(reg, *route_id, client, info);
-  }
+  if (it == reg.listeners().end()) return nothing();
+  if (it->second.http) return route_http(reg, listener_key, client, info);
+  // A raw TCP listener has exactly one route: the pool of every registration on it.
+  auto route_id = it->second.routes.match("", "");
+  if (!route_id) return nothing();
+  return relay_tcp(reg, *route_id, client, info);
 }
 
 // Counts a public connection as active for as long as its coroutine lives (drain waits for zero).
