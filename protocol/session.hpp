@@ -13,9 +13,12 @@
 #include <memory>
 #include <stdexcept>
 #include <system_error>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <asio/async_result.hpp>
+#include <asio/basic_stream_socket.hpp>
 #include <asio/buffer.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -38,6 +41,20 @@ void close_transport(AsyncStream& s) {
     s.lowest_layer().close(ec);
   else
     s.lowest_layer().close();
+}
+
+// A plain TCP or Unix socket, on which the writer can try a batch as one non-blocking system call.
+template <class T>
+struct is_plain_socket : std::false_type {};
+template <class Protocol, class Executor>
+struct is_plain_socket<asio::basic_stream_socket<Protocol, Executor>> : std::true_type {};
+
+// Drops the first `n` bytes of a gather list.
+inline void consume_front(std::vector<asio::const_buffer>& buffers, std::size_t n) {
+  std::size_t whole = 0;
+  while (whole < buffers.size() && n >= buffers[whole].size()) n -= buffers[whole++].size();
+  buffers.erase(buffers.begin(), buffers.begin() + static_cast<std::ptrdiff_t>(whole));
+  if (!buffers.empty()) buffers.front() += n;
 }
 
 // The session core plus the transport it owns, with the read and write loops for that transport.
@@ -91,10 +108,30 @@ class session_over final : public session_core {
     };
     std::vector<asio::const_buffer> batch;
     batch.reserve(64);
+    if constexpr (is_plain_socket<AsyncStream>::value) {
+      std::error_code ec;
+      self->transport_.non_blocking(true, ec);  // for the first attempt below
+    }
     while (!self->is_closed()) {
       if (!self->prepare_batch(batch)) {
         co_await self->wait_for_work();
         continue;
+      }
+      if constexpr (is_plain_socket<AsyncStream>::value) {
+        // First as one system call: when the socket takes the whole batch (it usually does), its
+        // completion costs no turn of the event loop, which at low load is an epoll_wait of its own
+        // (issue 6: latency at a fixed rate). The rest, if any, goes the asynchronous way.
+        std::error_code ec;
+        const std::size_t n = self->transport_.write_some(batch, ec);
+        if (ec && ec != asio::error::would_block) {
+          self->batch_done(ec);
+          continue;
+        }
+        if (n == asio::buffer_size(batch)) {
+          self->batch_done({});
+          continue;
+        }
+        consume_front(batch, n);
       }
       // Hand the whole batch to each write_some: asio's default transfer_all() would cap every
       // system call at 64 KiB, cutting a 1 MiB batch into 16 writes.

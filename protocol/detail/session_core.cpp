@@ -931,7 +931,10 @@ void session_core::batch_done(std::error_code ec) {
   orphan_writes_.clear();
   for (auto* op : orphans) op->complete(asio::error::operation_aborted, 0);
   if (ec) {
-    close(failing_ ? failing_reason_ : ec);
+    // A peer that closed the connection ends the session the same way whichever loop hears of it
+    // first (the writer does when its batch goes out as an immediate system call).
+    const bool peer_gone = ec == asio::error::broken_pipe || ec == asio::error::connection_reset;
+    close(failing_ ? failing_reason_ : peer_gone ? make_error_code(errc::session_closed) : ec);
     return;
   }
   if (failing_ && session_frames_.empty()) close(failing_reason_);
