@@ -397,12 +397,9 @@ asio::awaitable<std::error_code> finish_drain(std::shared_ptr<listener_state> st
     // every stream it opened before that has arrived (refused or in the accept backlog).
     asio::steady_timer limit(st->ex, deadline);
     co_await (session->async_ping(use_tuple) || limit.async_wait(use_tuple));
-    // TODO(drain-wakeup): the session has no "stream count changed" signal; poll it.
-    asio::steady_timer tick(st->ex);
-    while (session->is_open() && session->stream_count() > 0 && std::chrono::steady_clock::now() < until) {
-      tick.expires_after(std::chrono::milliseconds(10));
-      co_await tick.async_wait(use_tuple);
-    }
+    // Then every stream runs to its end, or the deadline (the same expiry) cuts them.
+    if (std::chrono::steady_clock::now() < until)
+      co_await (session->async_wait_idle(use_tuple) || limit.async_wait(use_tuple));
     if (const auto left = session->is_open() ? session->stream_count() : 0) {
       st->log().warn("registration ", st->registration_id, ": drain deadline reached, ", left, " streams cut");
       result = std::make_error_code(std::errc::timed_out);

@@ -223,12 +223,14 @@ class session {
   // Completes when the session has ended, with the reason.
   template <class WaitToken = asio::default_completion_token_t<executor_type>>
   auto async_wait_closed(WaitToken&& token = WaitToken()) {
-    return asio::async_initiate<WaitToken, void(std::error_code)>(
-        [this](auto handler) {
-          core_->add_close_op(
-              detail::make_pending_op<std::error_code>(std::move(handler), core_->get_executor(), core_.get()));
-        },
-        token);
+    return async_wait_for(&detail::session_core::add_close_op, std::forward<WaitToken>(token));
+  }
+
+  // Completes when no stream is left (stream_count() == 0; at once when none is open), or with the
+  // session's reason when it ends first. A drain waits on this after go_away().
+  template <class WaitToken = asio::default_completion_token_t<executor_type>>
+  auto async_wait_idle(WaitToken&& token = WaitToken()) {
+    return async_wait_for(&detail::session_core::add_idle_op, std::forward<WaitToken>(token));
   }
 
   // GoAway(normal): the peer may open no more streams; open ones run to their end. Streams the peer
@@ -243,6 +245,17 @@ class session {
   }
 
  private:
+  // A wait that the core completes with an error_code, registered by `add`.
+  template <class WaitToken>
+  auto async_wait_for(void (detail::session_core::*add)(detail::pending_op<std::error_code>*), WaitToken&& token) {
+    return asio::async_initiate<WaitToken, void(std::error_code)>(
+        [this, add](auto handler) {
+          ((*core_).*add)(
+              detail::make_pending_op<std::error_code>(std::move(handler), core_->get_executor(), core_.get()));
+        },
+        token);
+  }
+
   std::shared_ptr<detail::session_core> core_;
 };
 

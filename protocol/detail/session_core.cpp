@@ -45,6 +45,7 @@ session_core::~session_core() {
   for (auto& [id, p] : pings_)
     if (p.op) p.op->complete(make_error_code(errc::session_closed), {});
   for (auto* op : close_ops_) op->complete(close_reason_);
+  for (auto* op : idle_ops_) op->complete(close_reason_);
   for (auto* op : orphan_writes_) op->complete(asio::error::operation_aborted, 0);
   for (auto& [id, s] : streams_) {
     if (s->read_op) s->read_op->complete(make_error_code(errc::session_closed), 0);
@@ -91,6 +92,11 @@ void session_core::erase_stream(std::uint32_t id) {
   auto gone = std::move(it->second);
   streams_.erase(it);
   opened_stream_answered(*gone);  // an id that leaves unanswered must not hold a slot forever
+  if (streams_.empty() && !idle_ops_.empty()) {
+    auto idle = std::move(idle_ops_);
+    idle_ops_.clear();
+    for (auto* op : idle) op->complete(closed_ ? close_reason_ : std::error_code{});
+  }
 }
 
 stream_state* session_core::open(std::error_code& ec) {
@@ -177,6 +183,18 @@ void session_core::add_close_op(pending_op<std::error_code>* op) {
   close_ops_.push_back(op);
 }
 
+void session_core::add_idle_op(pending_op<std::error_code>* op) {
+  if (closed_) {
+    op->complete(close_reason_);
+    return;
+  }
+  if (streams_.empty()) {
+    op->complete({});
+    return;
+  }
+  idle_ops_.push_back(op);
+}
+
 void session_core::go_away(go_away_code code) {
   if (closed_ || failing_) return;
   if (code != go_away_code::normal) {
@@ -235,6 +253,9 @@ void session_core::close(std::error_code reason) {
   auto closes = std::move(close_ops_);
   close_ops_.clear();
   for (auto* op : closes) op->complete(close_reason_);
+  auto idle = std::move(idle_ops_);
+  idle_ops_.clear();
+  for (auto* op : idle) op->complete(close_reason_);
 }
 
 void session_core::fail(std::error_code ec, go_away_code code) {
@@ -351,11 +372,14 @@ void session_core::cancel_op(void* op, std::uint32_t key) {
       return;
     }
   }
-  auto it = std::find(close_ops_.begin(), close_ops_.end(), op);
-  if (it != close_ops_.end()) {
-    auto* c = *it;
-    close_ops_.erase(it);
-    c->complete(asio::error::operation_aborted);
+  for (auto* ops : {&close_ops_, &idle_ops_}) {
+    auto it = std::find(ops->begin(), ops->end(), op);
+    if (it != ops->end()) {
+      auto* c = *it;
+      ops->erase(it);
+      c->complete(asio::error::operation_aborted);
+      return;
+    }
   }
 }
 

@@ -118,6 +118,7 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   std::size_t backlog_size() const { return backlog_.size(); }
   clock::duration rtt() const { return rtt_; }
   void add_close_op(pending_op<std::error_code>* op);
+  void add_idle_op(pending_op<std::error_code>* op);
 
   // --- used by stream handles ---
   void read_some(stream_state& s, io_op* op);
@@ -240,6 +241,7 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   bool closed_ = false;
   std::error_code close_reason_;
   std::vector<pending_op<std::error_code>*> close_ops_;
+  std::vector<pending_op<std::error_code>*> idle_ops_;  // wait for stream_count() == 0
 };
 
 }  // namespace detail

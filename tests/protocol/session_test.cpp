@@ -575,6 +575,48 @@ TEST_CASE("closing the session fails pending operations and later ones") {
   });
 }
 
+namespace {
+// Reads the 4 bytes `c` sent to `s`, closes both send sides and lets go of the server's handle (a
+// stream stays in the table while a handle holds it).
+asio::awaitable<int> read_then_close_both(stream& s, stream& c) {
+  std::array<char, 4> got;
+  co_await asio::async_read(s, asio::buffer(got), asio::use_awaitable);
+  s.shutdown_send();
+  c.shutdown_send();
+  s = stream{};
+  co_return 0;
+}
+asio::awaitable<int> close_session(session& x) {
+  x.close();
+  co_return 0;
+}
+}  // namespace
+
+TEST_CASE("async_wait_idle completes when the last stream is gone, at once when none is, and with the close reason") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto sessions = make_sessions(io);
+    session &client = sessions.client, &server = sessions.server;
+    auto [iec0] = co_await client.async_wait_idle(use_tuple);  // nothing open yet
+    CHECK_FALSE(iec0);
+    stream c = client.open();
+    co_await asio::async_write(c, asio::buffer("ping", 4), asio::use_awaitable);
+    auto accepted = co_await server.async_accept(use_tuple);
+    REQUIRE_FALSE(std::get<0>(accepted));
+    stream s = std::move(std::get<1>(accepted));
+    CHECK(server.stream_count() == 1);
+    // The server's stream is gone once both FINs have crossed; the wait is pending until then.
+    auto [iec, r1] = co_await (server.async_wait_idle(use_tuple) && read_then_close_both(s, c));
+    CHECK_FALSE(iec);
+    CHECK(server.stream_count() == 0);
+    // A wait still pending when the session ends completes with the session's reason.
+    stream c2 = client.open();
+    co_await asio::async_write(c2, asio::buffer("x", 1), asio::use_awaitable);
+    auto [cec, r2] = co_await (client.async_wait_idle(use_tuple) && close_session(client));
+    CHECK(cec == errc::session_closed);
+    CHECK(r1 + r2 == 0);
+  });
+}
+
 TEST_CASE("an unanswered keepalive ends the session") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [a, raw] = socket_pair(io);
