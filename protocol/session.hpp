@@ -76,6 +76,24 @@ class session_over final : public session_core {
     asio::co_spawn(get_executor(), write_loop(self), on_exit);
   }
   void close_transport() override { detail::close_transport(transport_); }
+  bool write_directly() override {
+    if constexpr (is_plain_socket<AsyncStream>::value) {
+      if (!direct_rest_.empty() || !transport_.non_blocking()) return false;  // the writer is not set up yet
+      if (!prepare_batch(direct_rest_)) return true;
+      std::error_code ec;
+      const std::size_t n = transport_.write_some(direct_rest_, ec);
+      if (ec == asio::error::would_block) ec.clear();
+      if (ec || n == asio::buffer_size(direct_rest_)) {
+        direct_rest_.clear();
+        batch_done(ec);
+        return true;
+      }
+      consume_front(direct_rest_, n);
+      return false;
+    } else {
+      return false;
+    }
+  }
 
  private:
   static asio::awaitable<void> read_loop(std::shared_ptr<session_over> self) {
@@ -113,11 +131,13 @@ class session_over final : public session_core {
       self->transport_.non_blocking(true, ec);  // for the first attempt below
     }
     while (!self->is_closed()) {
-      if (!self->prepare_batch(batch)) {
+      if (!self->direct_rest_.empty()) {
+        batch.swap(self->direct_rest_);  // what write_directly() left: its batch is still open
+        self->direct_rest_.clear();
+      } else if (!self->prepare_batch(batch)) {
         co_await self->wait_for_work();
         continue;
-      }
-      if constexpr (is_plain_socket<AsyncStream>::value) {
+      } else if constexpr (is_plain_socket<AsyncStream>::value) {
         // First as one system call: when the socket takes the whole batch (it usually does), its
         // completion costs no turn of the event loop, which at low load is an epoll_wait of its own
         // (issue 6: latency at a fixed rate). The rest, if any, goes the asynchronous way.

@@ -303,7 +303,23 @@ void session_core::write_some(stream_state& s, io_op* op) {
     complete_write(s, ec, 0);
     return;
   }
-  queue_data(s);
+  // At low load, an application's write goes out at once, in the turn that made it
+  // (write_directly): waking the writer coroutine costs a turn of the event loop, an epoll_wait of
+  // its own, on the path of every request (issue 6: latency at a fixed rate). Under load the writer
+  // gathers instead: within direct_write_gap of a direct write, writes wait for the writer, so that
+  // one system call carries the frames of many streams. Only from here, whose caller holds no
+  // stream pointer that the batch's bookkeeping (finish_if_done) could free.
+  const auto now = clock::now();
+  // The writer is parked (perhaps woken already, by an open, its turn still to come) and no batch
+  // is under way.
+  const bool direct = writer_parked_ && !writing_ && !writing_directly_ && now - last_direct_write_ >= direct_write_gap;
+  queue_data(s, !direct);
+  if (!direct) return;
+  last_direct_write_ = now;
+  writing_directly_ = true;
+  const bool done = write_directly();
+  writing_directly_ = false;
+  if (!done) notify_writer();
 }
 
 void session_core::shutdown_send(stream_state& s) {
@@ -757,11 +773,11 @@ void session_core::queue_control(stream_state& s) {
   notify_writer();
 }
 
-void session_core::queue_data(stream_state& s) {
+void session_core::queue_data(stream_state& s, bool wake) {
   if (s.in_data_queue || closed_ || !s.write_op || s.write_in_flight || s.send_window == 0 || s.syn_deferred) return;
   s.in_data_queue = true;
   data_queue_.push_back(s.id);
-  notify_writer();
+  if (wake) notify_writer();
 }
 
 void session_core::queue_session_frame(const frame_header& h) {
@@ -782,9 +798,11 @@ void session_core::notify_writer() {
 
 asio::awaitable<void> session_core::wait_for_work() {
   writer_waiting_ = true;
+  writer_parked_ = true;
   wake_.expires_at(clock::time_point::max());
   co_await wake_.async_wait(use_tuple);
   writer_waiting_ = false;
+  writer_parked_ = false;
 }
 
 void session_core::push_header(const frame_header& h) {

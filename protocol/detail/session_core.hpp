@@ -44,6 +44,9 @@ using ping_op = pending_op<std::error_code, clock::duration>;
 // proxied connection); the proxies and the SDK pass one or two buffers per operation.
 inline constexpr std::size_t max_op_buffers = 4;
 
+// See session_core::write_some: the shortest time between two writes made at once by the caller.
+inline constexpr std::chrono::microseconds direct_write_gap{250};
+
 // One stream's state. Owned by the session's stream table; a `stream` handle points at it.
 struct stream_state {
   std::uint32_t id = 0;
@@ -143,6 +146,12 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
  protected:
   virtual void start_io() = 0;
   virtual void close_transport() = 0;
+  // Writes the ready frames at once with one non-blocking system call, in the caller's turn, while
+  // the writer coroutine sleeps (see notify_writer). True when nothing is left for the writer; a
+  // transport that cannot do this (TLS, test streams) always answers false.
+  virtual bool write_directly() { return false; }
+  // What write_directly() could not write: the writer coroutine sends it first when it wakes.
+  std::vector<asio::const_buffer> direct_rest_;
 
  private:
   stream_state* find(std::uint32_t id);
@@ -163,7 +172,7 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void deliver_to_reader(stream_state& s);
   void consumed(stream_state& s, std::size_t n);
   void queue_control(stream_state& s);
-  void queue_data(stream_state& s);
+  void queue_data(stream_state& s, bool wake = true);
   void queue_session_frame(const frame_header& h);
   void notify_writer();
   void finish_if_done(stream_state& s);
@@ -213,6 +222,9 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   std::vector<io_op*> orphan_writes_;  // writes of released/reset streams whose bytes were in flight
   bool writing_ = false;
   bool writer_waiting_ = false;
+  bool writer_parked_ = false;  // in wait_for_work(), woken or not
+  bool writing_directly_ = false;
+  clock::time_point last_direct_write_{};
   clock::time_point write_started_{};
   asio::steady_timer wake_;
 

@@ -711,6 +711,42 @@ TEST_CASE("a Data frame carrying SYN and payload opens the stream; it is ACKed w
   });
 }
 
+TEST_CASE("at low load a stream write goes out in the caller's turn; right behind it, the writer gathers") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [a, raw] = socket_pair(io);
+    session client(std::move(a), role::client);
+    // The session's first frame is its round-trip ping; once it is here the writer has nothing
+    // left to do and waits.
+    const auto ping = co_await read_frame(raw);
+    REQUIRE(ping.type == frame_type::ping);
+    auto s1 = client.open();
+    const std::array<char, 100> data{};
+    int completed = 0;
+    const auto on_write = [&](std::error_code ec, std::size_t n) {
+      CHECK_FALSE(ec);
+      CHECK(n == data.size());
+      ++completed;
+    };
+    const auto started = std::chrono::steady_clock::now();
+    s1.async_write_some(asio::buffer(data), on_write);
+    // Written before this coroutine gave up its turn: one Data frame carrying the SYN.
+    CHECK(raw.available() == header_size + data.size());
+    auto s2 = client.open();
+    s2.async_write_some(asio::buffer(data), on_write);
+    if (std::chrono::steady_clock::now() - started < yamux::detail::direct_write_gap)
+      CHECK(raw.available() == header_size + data.size());  // the second waits for the writer's turn
+    while (completed < 2) co_await asio::post(io, asio::use_awaitable);
+    CHECK(raw.available() == 2 * (header_size + data.size()));
+    std::vector<std::byte> payload;
+    const auto h1 = co_await read_frame(raw, &payload);
+    CHECK(h1.stream_id == s1.id());
+    CHECK(h1.has(flags::syn));
+    CHECK(payload.size() == data.size());
+    const auto h2 = co_await read_frame(raw);
+    CHECK(h2.stream_id == s2.id());
+  });
+}
+
 TEST_CASE("an accepted stream's ACK rides on its first frame when the application answers at once") {
   for (const bool deferred : {true, false}) {
     CAPTURE(deferred);
