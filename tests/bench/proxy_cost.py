@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """proxy_cost: what one request costs each proxy, counted rather than timed.
 
-    /usr/bin/python3 tests/bench/proxy_cost.py --build-dir build/release [--duration 5] [--mallocs]
+    /usr/bin/python3 tests/bench/proxy_cost.py --build-dir build/release [--duration 5] [--mallocs] [--rate 2000]
 
 Starts the same five paths as proxy_bench.py (its process set-up and configs are reused) and, for
 keep-alive and Connection: close, runs wrk against (b)..(e) under `perf stat -p PID`, once for the
@@ -32,13 +32,14 @@ LIBC_CANDIDATES = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu
                    "/lib/aarch64-linux-gnu/libc.so.6"]
 
 
-def perf_stat(pid, events, wrk_argv):
-    """Counts `events` on `pid` for exactly one wrk run; returns (requests, {event: count})."""
-    p = subprocess.run(["perf", "stat", "-x,", "-e", ",".join(events), "-p", str(pid), "--"] + wrk_argv,
+def perf_stat(pid, events, load_argv):
+    """Counts `events` on `pid` for exactly one run of the load generator (wrk, or open_loop_latency
+    for --rate); returns (requests, {event: count})."""
+    p = subprocess.run(["perf", "stat", "-x,", "-e", ",".join(events), "-p", str(pid), "--"] + load_argv,
                        capture_output=True, text=True, timeout=600)
-    m = re.search(r"(\d+) requests in", p.stdout)
+    m = re.search(r"(\d+) requests in", p.stdout) or re.search(r'"requests": (\d+)', p.stdout)
     if not m:
-        raise pb.BenchError(f"wrk under perf stat failed: {p.stderr.strip()[-400:]}")
+        raise pb.BenchError(f"{load_argv[0]} under perf stat failed: {p.stderr.strip()[-400:]}")
     counts = {}
     for line in p.stderr.splitlines():
         f = line.split(",")
@@ -52,6 +53,9 @@ def main(argv):
     ap.add_argument("--build-dir", default="build/release")
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     ap.add_argument("--mallocs", action="store_true", help="also count malloc() calls per request (uprobe)")
+    ap.add_argument("--rate", type=int, default=0,
+                    help="also measure at this fixed rate (open_loop_latency, 50 connections), where nothing is "
+                         "batched: what one request costs on the latency test's path")
     args = ap.parse_args(argv)
     if not shutil.which("perf"):
         print("proxy_cost: perf is missing (apt-get install linux-perf)", file=sys.stderr)
@@ -63,6 +67,7 @@ def main(argv):
         "socketmaster-connect": os.path.join(build, "client-sdk", "socketmaster-connect"),
         "nginx": shutil.which("nginx") or "/usr/sbin/nginx",
         "haproxy": shutil.which("haproxy") or "/usr/sbin/haproxy",
+        "open_loop_latency": os.path.join(build, "tests", "bench", "open_loop_latency"),
     }
     for sig in (pb.signal.SIGTERM, pb.signal.SIGHUP, pb.signal.SIGINT):
         pb.signal.signal(sig, pb.on_signal)
@@ -87,19 +92,24 @@ def main(argv):
             probe = probe.group(1) if probe else "probe_libc:proxy_cost_malloc"
         print(f"{'mode':10} {'path':26} {'process':10} {'req/s':>8} {'CPU us/req':>11} {'syscalls/req':>13} "
               f"{'ctx-sw/req':>11}" + (f" {'mallocs/req':>12}" if probe else ""), flush=True)
-        for mode in ("keep-alive", "close"):
+        modes = ["keep-alive", "close"] + ([f"{args.rate}/s"] if args.rate else [])
+        for mode in modes:
             header = ["-H", "Connection: close"] if mode == "close" else []
             for key, _, label in pb.PATHS[1:]:
                 url = f"http://{urls[key]}/"
                 pb.run_tool(["wrk", "-t1", "-c50", "-d1s", *header, url], timeout=60)  # warm-up
                 for role, name in roles[key]:
-                    wrk = ["wrk", "-t1", "-c50", f"-d{args.duration}s", *header, url]
-                    n, c = perf_stat(pid[name], events, wrk)
+                    if mode.endswith("/s"):
+                        load = [bins["open_loop_latency"], "--target", urls[key], "--rate", str(args.rate),
+                                "--connections", "50", "--duration", str(args.duration), "--warmup", "0"]
+                    else:
+                        load = ["wrk", "-t1", "-c50", f"-d{args.duration}s", *header, url]
+                    n, c = perf_stat(pid[name], events, load)
                     line = (f"{mode:10} {'(' + key + ') ' + label:26} {role:10} {n / args.duration:8.0f} "
                             f"{1000 * c.get('task-clock', 0) / n:11.1f} {c.get('raw_syscalls:sys_enter', 0) / n:13.2f} "
                             f"{c.get('context-switches', 0) / n:11.2f}")
                     if probe:
-                        n2, c2 = perf_stat(pid[name], [probe], wrk)
+                        n2, c2 = perf_stat(pid[name], [probe], load)
                         line += f" {c2.get(probe, 0) / n2:12.1f}"
                     print(line, flush=True)
         return 0
