@@ -128,6 +128,12 @@ class http_connection {
         break;
       }
       ++requests_served_;
+      // The master is draining: a connection whose client has nothing more buffered with us ends
+      // here, as when it goes idle (read_head), rather than holding the master until its deadline.
+      if (reg_.draining() && in_begin_ == in_end_) {
+        if constexpr (!std::is_same_v<Client, asio::ip::tcp::socket>) co_await half_close(client_);
+        break;
+      }
       // Keep-alive: the next request may go elsewhere. A draining member's stream is closed now
       // that its response is complete.
       if (link_.open() && !reg_.member_usable(link_.route_id, link_.member_id)) link_.drop();
@@ -241,6 +247,19 @@ class http_connection {
       responses_ = response_parser();
     }
   }
+  struct idle_guard {
+    registry& reg;
+    registry::idle_connection entry;
+    bool parked;
+    idle_guard(registry& r, asio::ip::tcp::socket::lowest_layer_type& socket, bool park) : reg(r), entry{&socket}, parked(park) {
+      if (parked) reg.park(entry);
+    }
+    idle_guard(const idle_guard&) = delete;
+    idle_guard& operator=(const idle_guard&) = delete;
+    ~idle_guard() {
+      if (parked) reg.unpark(entry);
+    }
+  };
   struct head_deadline_guard {
     clock::time_point& deadline;
     ~head_deadline_guard() { deadline = clock::time_point::max(); }
@@ -262,6 +281,11 @@ class http_connection {
         if (in_begin_ < in_end_) continue;  // a body/message_end of a request we skipped cannot happen here
       }
       in_begin_ = in_end_ = 0;
+      // Between requests the connection is idle: parked with the registry, so that a drain of the
+      // master closes it at once (registry::close_listeners cancels the wait or read below).
+      const bool between_requests = !started && requests_served_ > 0;
+      if (between_requests && reg_.draining()) co_return head_outcome{head_event::closed};
+      idle_guard idle(reg_, client_.lowest_layer(), between_requests);
       if constexpr (std::is_same_v<Client, asio::ip::tcp::socket>) {
         // Not before the first request: a new connection's request is usually there already, and
         // waiting would cost an epoll_ctl for nothing (Connection: close does this per request).

@@ -364,8 +364,30 @@ bool registry::member_usable(std::uint64_t route_id, std::uint64_t member_id) co
 }
 
 void registry::close_listeners() {
+  draining_ = true;
   for (auto& [k, l] : listeners_)
     if (l.acceptor) l.acceptor->close();
+  // Their waits complete (operation_aborted) in later turns, when each connection unparks itself.
+  for (auto* c = idle_; c; c = c->next) {
+    std::error_code ec;
+    c->socket->cancel(ec);
+  }
+}
+
+void registry::park(idle_connection& c) {
+  c.prev = nullptr;
+  c.next = idle_;
+  if (idle_) idle_->prev = &c;
+  idle_ = &c;
+}
+
+void registry::unpark(idle_connection& c) {
+  if (c.prev)
+    c.prev->next = c.next;
+  else if (idle_ == &c)
+    idle_ = c.next;
+  if (c.next) c.next->prev = c.prev;
+  c.prev = c.next = nullptr;
 }
 
 void registry::shutdown() {

@@ -122,8 +122,21 @@ class registry {
   // Whether a kept-alive stream to `member_id` may carry another request of `route_id`.
   bool member_usable(std::uint64_t route_id, std::uint64_t member_id) const;
 
-  // Stops every listener (drain on SIGTERM); routes and sessions stay.
+  // Stops every listener (drain on SIGTERM) and closes the connections parked between requests;
+  // routes and sessions stay, and connections with a request under way finish it.
   void close_listeners();
+  bool draining() const { return draining_; }
+
+  // A public connection between two requests, waiting for its client to send again. It is parked
+  // here for that time, so that a drain closes it at once (cancels the wait) instead of leaving
+  // the master waiting for it until its idle limit (--header-timeout) or the drain deadline.
+  struct idle_connection {
+    asio::ip::tcp::socket::lowest_layer_type* socket = nullptr;  // the client's
+    idle_connection* prev = nullptr;
+    idle_connection* next = nullptr;
+  };
+  void park(idle_connection& c);
+  void unpark(idle_connection& c);
   // The master is exiting: closes every service session (their control coroutines then end) and
   // removes every route, which answers queued connections, cancels grace timers and closes the
   // listeners. Registrations still in their handshake are closed when they attach.
@@ -163,6 +176,8 @@ class registry {
   std::uint64_t next_registration_ = 1;
   std::uint64_t next_route_ = 1;
   bool shut_down_ = false;
+  bool draining_ = false;
+  idle_connection* idle_ = nullptr;  // head of the parked connections (an intrusive list)
   registry_stats stats_;
 };
 

@@ -1,7 +1,8 @@
 // Services and the master coming and going, end to end: a draining service (GoAway) gets no new
 // streams while its in-flight request completes and a second instance takes over; a request that
 // arrives while a route is in grace waits for the replacement; grace expiry answers 503 and closes
-// the listener; SIGTERM on the master drains it and it exits 0. Waits are on events the master
+// the listener; SIGTERM on the master drains it (idle keep-alive connections closed at once, a
+// request under way answered) and it exits 0. Waits are on events the master
 // logs or the service prints, never on the clock.
 #include <doctest/doctest.h>
 
@@ -167,6 +168,34 @@ TEST_CASE("SIGTERM on the master: it stops accepting, lets the in-flight request
   CHECK(status->success());
   CHECK(m.logged("drained (0 connections cut)"));
   CHECK(s.next_line() == "CLOSED");  // the master ended the service's session on its way out
+}
+
+TEST_CASE("SIGTERM on the master: idle keep-alive connections are closed at once; one mid-request gets its answer, then is closed") {
+  master_process m({"--drain-timeout", "20"});  // far longer than the test may take
+  go_service s(m, {"-port", "0", "-text", "S"});
+  const auto r = s.accepted();
+  const auto get = [](std::string_view path) { return "GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\n\r\n"; };
+  tcp_client idle(r.port);
+  idle.send(get("/first"));
+  CHECK(idle.read_response().starts_with("HTTP/1.1 200"));
+  auto mark = m.mark();
+  tcp_client busy(r.port);
+  busy.send(get("/slow?ms=500"));
+  m.wait_for_log(routed_to(r), mark);
+
+  const auto start = std::chrono::steady_clock::now();
+  m.terminate();
+  // The idle one is closed without a byte (an idle keep-alive connection may be closed at any
+  // time); the busy one gets its whole answer first. Neither waits for --header-timeout (10 s).
+  CHECK(idle.read_to_eof(5s).empty());
+  const auto rest = busy.read_to_eof(5s);
+  CHECK(rest.starts_with("HTTP/1.1 200"));
+  CHECK(rest.find("path: /slow") != std::string::npos);
+  const auto status = m.wait_exit();
+  REQUIRE(status);
+  CHECK(status->success());
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  CHECK(m.logged("drained (0 connections cut)"));
 }
 
 TEST_CASE("SIGTERM on the master: a request still open at --drain-timeout is cut with a 502, and the master exits 0") {
