@@ -165,24 +165,41 @@ class http_connection {
   static void arm_watchdog(const std::shared_ptr<watch_state>& watch, clock::time_point at) {
     auto& timer = watch->connection->watchdog_;
     timer.expires_at(at);
-    timer.async_wait([watch](std::error_code) {
+    timer.async_wait([watch](std::error_code ec) {
+      // Aborted: re-armed earlier by write_client(), whose wait stands instead.
+      if (ec == asio::error::operation_aborted) return;
       if (auto* c = watch->connection) c->on_watchdog(watch);
     });
   }
   void on_watchdog(const std::shared_ptr<watch_state>& watch) {
     const auto now = clock::now();
-    if (head_deadline_ > now) {
-      // Disarmed (no head read under way): look again one timeout from now, which is no later than
-      // any deadline read_head() can set meanwhile.
-      arm_watchdog(watch, head_deadline_ == clock::time_point::max() ? now + reg_.config().header_timeout
-                                                                     : head_deadline_);
-      return;
+    if (write_deadline_ <= now) {
+      write_deadline_ = clock::time_point::max();
+      reg_.log().info("conn ", info_.id, " from ", info_.client, ": the client took no bytes of its answer for ",
+                      reg_.config().client_write_timeout.count(), " ms; closed");
+      std::error_code ec;
+      client_.lowest_layer().cancel(ec);  // the write fails; client_failed() resets the stream
     }
-    head_timed_out_ = true;
-    head_deadline_ = clock::time_point::max();
-    std::error_code ec;
-    client_.lowest_layer().cancel(ec);
-    arm_watchdog(watch, now + reg_.config().header_timeout);
+    if (head_deadline_ <= now) {
+      head_timed_out_ = true;
+      head_deadline_ = clock::time_point::max();
+      std::error_code ec;
+      client_.lowest_layer().cancel(ec);
+    }
+    // With no head read under way, look again one timeout from now, which is no later than any
+    // deadline read_head() can set meanwhile; write_client() re-arms earlier when it must.
+    const auto head_check = head_deadline_ == clock::time_point::max() ? now + reg_.config().header_timeout : head_deadline_;
+    arm_watchdog(watch, std::min(head_check, write_deadline_));
+  }
+
+  // Writes all of `buffers` to the client under the client write timeout (on_watchdog).
+  template <class ConstBuffers>
+  asio::awaitable<std::tuple<std::error_code, std::size_t>> write_client(const ConstBuffers& buffers) {
+    write_deadline_ = clock::now() + reg_.config().client_write_timeout;
+    if (watchdog_.expiry() > write_deadline_) arm_watchdog(watch_, write_deadline_);
+    auto result = co_await asio::async_write(client_, buffers, use_tuple);
+    write_deadline_ = clock::time_point::max();
+    co_return result;
   }
   // A plain socket is non-blocking (upstream_listener), so a read of bytes that are already there,
   // or a write the send buffer has room for, is tried as a system call at once: every completion
@@ -319,7 +336,7 @@ class http_connection {
   asio::awaitable<void> respond_and_close(int status, const std::string& reason) {
     const std::string response = make_error_response(status, reason);
     ++reg_.stats().http_responses[status / 100];
-    co_await asio::async_write(client_, asio::buffer(response), use_tuple);
+    co_await write_client(asio::buffer(response));
     co_await half_close(client_);
     reg_.log().debug("conn ", info_.id, " from ", info_.client, ": ", status, " ", reason);
   }
@@ -499,7 +516,7 @@ class http_connection {
         std::size_t n = 0;
         if constexpr (plain_socket) n = client_.write_some(piece, ec);  // see plain_socket
         if ((!ec || ec == asio::error::would_block) && n < piece.size()) {
-          auto [rec, rn] = co_await asio::async_write(client_, piece + n, use_tuple);
+          auto [rec, rn] = co_await write_client(piece + n);
           ec = rec;
           n += rn;
         }
@@ -612,6 +629,7 @@ class http_connection {
   asio::steady_timer watchdog_;
   std::shared_ptr<watch_state> watch_;
   clock::time_point head_deadline_ = clock::time_point::max();  // max: no head read under way
+  clock::time_point write_deadline_ = clock::time_point::max();  // max: no client write under way
   bool head_timed_out_ = false;
 };
 

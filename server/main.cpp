@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
   double drain_seconds = 30;
   std::int64_t handshake_ms = cfg.handshake_timeout.count();
   std::int64_t header_ms = cfg.header_timeout.count();
+  std::int64_t client_write_ms = cfg.client_write_timeout.count();
   std::string token_file;
   std::string level = "info";
 
@@ -88,6 +89,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--header-timeout-ms", header_ms, "Time allowed for a request head (408 after); keep-alive idle limit")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--client-write-timeout-ms", client_write_ms,
+                 "A write of an answer to a client that does not finish within this closes the connection")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-header-bytes", cfg.max_header_bytes, "Largest request head (431 above)")->capture_default_str();
@@ -120,6 +125,7 @@ int main(int argc, char** argv) {
   cfg.drain_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000));
   cfg.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   cfg.header_timeout = std::chrono::milliseconds(header_ms);
+  cfg.client_write_timeout = std::chrono::milliseconds(client_write_ms);
 
   logger log(std::cerr, level == "debug" ? logger::level::debug
                         : level == "warn" ? logger::level::warn

@@ -11,6 +11,7 @@ std::string master_config::validate() const {
   if (max_handshake_bytes < 64) return "the handshake size limit must be at least 64 bytes";
   if (max_pending_handshakes == 0) return "the pending handshake limit must be positive";
   if (header_timeout.count() <= 0) return "the header timeout must be positive";
+  if (client_write_timeout.count() <= 0) return "the client write timeout must be positive";
   if (max_header_bytes < 1024) return "the header size limit must be at least 1024 bytes";
   if (max_headers == 0) return "the header count limit must be positive";
   const char* what = nullptr;

@@ -31,6 +31,10 @@ struct master_config {
   // A client must send a complete request head within this (408 otherwise); also the keep-alive
   // idle limit between requests.
   std::chrono::milliseconds header_timeout{10'000};
+  // A write of an answer's bytes to a client (a piece of at most 256 KiB) that does not finish
+  // within this ends the connection, and resets its stream to the service: a client that stops
+  // reading cannot hold a connection and a stream for ever.
+  std::chrono::milliseconds client_write_timeout{60'000};
   std::size_t max_header_bytes = 64 * 1024;
   std::size_t max_headers = 100;
   // On SIGTERM: stop accepting, then give open connections this long.

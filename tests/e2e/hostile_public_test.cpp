@@ -2,7 +2,8 @@
 // connections with partial heads while others are served within a second (with the master started
 // under a low soft file-descriptor limit, which it must raise itself); an oversized head trickled in
 // small pieces (431) and request shapes master_http_test does not send yet (400); clients that never
-// read a large response (the master's memory stays within its buffers and the stream windows).
+// read a large response (the master's memory stays within its buffers and the stream windows, and
+// --client-write-timeout-ms ends such a connection).
 // VmRSS of the master is read from /proc before and under each attack; growth is asserted under a
 // stated bound (times rss_slack() in sanitizer builds).
 #include <doctest/doctest.h>
@@ -170,4 +171,30 @@ TEST_CASE("clients that never read a large response: the master holds no more th
   std::size_t got = 0;
   while (got < response_bytes) got += first.read_exact(std::min<std::size_t>(1 << 20, response_bytes - got), 20s).size();
   CHECK(got == response_bytes);
+}
+
+TEST_CASE("a client that takes none of its answer for --client-write-timeout-ms is disconnected; others are served") {
+  master_process m({"--client-write-timeout-ms", "300"});
+  go_service big(m, {"-port", "0", "-path", "/big"});
+  const auto port = big.accepted().port;
+  go_service other(m, {"-port", std::to_string(port), "-path", "/ok", "-text", "other"});
+  other.accepted();
+  const auto mark = m.mark();
+  constexpr std::size_t response_bytes = 64'000'000;
+  tcp_client stuck(port);
+  stuck.send("GET /big/bytes/" + std::to_string(response_bytes) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+  // The master's writes stall once the client's socket buffer is full; 300 ms later it gives up.
+  CHECK(m.wait_for_log("the client took no bytes of its answer for 300 ms; closed", mark).find("conn ") != std::string::npos);
+  CHECK(ms(timed_get(port, "/ok")) < 1000);
+  // Reading at last, the client finds what its socket buffer held, then the end: not 64 MB.
+  const auto head = stuck.read_head(10s);
+  CHECK(head.starts_with("HTTP/1.1 200 "));
+  std::size_t got = 0;
+  try {
+    for (;;) got += stuck.read_exact(1 << 20, 10s).size();
+  } catch (const std::exception&) {
+    // EOF or reset: the connection was closed under it
+  }
+  MESSAGE("the client got " << got << " of " << response_bytes << " body bytes before the connection ended");
+  CHECK(got < response_bytes);
 }
