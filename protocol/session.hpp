@@ -80,16 +80,9 @@ class session_over final : public session_core {
     if constexpr (is_plain_socket<AsyncStream>::value) {
       if (!direct_rest_.empty() || !transport_.non_blocking()) return false;  // the writer is not set up yet
       if (!prepare_batch(direct_rest_)) return true;
-      std::error_code ec;
-      const std::size_t n = transport_.write_some(direct_rest_, ec);
-      if (ec == asio::error::would_block) ec.clear();
-      if (ec || n == asio::buffer_size(direct_rest_)) {
-        direct_rest_.clear();
-        batch_done(ec);
-        return true;
-      }
-      consume_front(direct_rest_, n);
-      return false;
+      if (!send_now(direct_rest_)) return false;
+      direct_rest_.clear();
+      return true;
     } else {
       return false;
     }
@@ -141,23 +134,27 @@ class session_over final : public session_core {
         // First as one system call: when the socket takes the whole batch (it usually does), its
         // completion costs no turn of the event loop, which at low load is an epoll_wait of its own
         // (issue 6: latency at a fixed rate). The rest, if any, goes the asynchronous way.
-        std::error_code ec;
-        const std::size_t n = self->transport_.write_some(batch, ec);
-        if (ec && ec != asio::error::would_block) {
-          self->batch_done(ec);
-          continue;
-        }
-        if (n == asio::buffer_size(batch)) {
-          self->batch_done({});
-          continue;
-        }
-        consume_front(batch, n);
+        if (self->send_now(batch)) continue;
       }
       // Hand the whole batch to each write_some: asio's default transfer_all() would cap every
       // system call at 64 KiB, cutting a 1 MiB batch into 16 writes.
       auto [ec, n] = co_await asio::async_write(self->transport_, batch, whole_batch, use_tuple);
       self->batch_done(ec);
     }
+  }
+
+  // A batch as one non-blocking system call: true when it is done with (all written, or the write
+  // failed; batch_done() has run), false with what the socket did not take left in `batch`.
+  bool send_now(std::vector<asio::const_buffer>& batch) {
+    std::error_code ec;
+    const std::size_t n = transport_.write_some(batch, ec);
+    if (ec == asio::error::would_block) ec.clear();
+    if (ec || n == asio::buffer_size(batch)) {
+      batch_done(ec);
+      return true;
+    }
+    consume_front(batch, n);
+    return false;
   }
 
   AsyncStream transport_;

@@ -308,10 +308,9 @@ void session_core::write_some(stream_state& s, io_op* op) {
   // its own, on the path of every request (issue 6: latency at a fixed rate). Under load the writer
   // gathers instead: within direct_write_gap of a direct write, writes wait for the writer, so that
   // one system call carries the frames of many streams. Only from here, whose caller holds no
-  // stream pointer that the batch's bookkeeping (finish_if_done) could free.
+  // stream pointer that the batch's bookkeeping (finish_if_done) could free. "Parked": the writer
+  // waits for work (perhaps woken already, by an open, its turn still to come); no batch is under way.
   const auto now = clock::now();
-  // The writer is parked (perhaps woken already, by an open, its turn still to come) and no batch
-  // is under way.
   const bool direct = writer_parked_ && !writing_ && !writing_directly_ && now - last_direct_write_ >= direct_write_gap;
   queue_data(s, !direct);
   if (!direct) return;

@@ -147,7 +147,7 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   virtual void start_io() = 0;
   virtual void close_transport() = 0;
   // Writes the ready frames at once with one non-blocking system call, in the caller's turn, while
-  // the writer coroutine sleeps (see notify_writer). True when nothing is left for the writer; a
+  // the writer coroutine sleeps (see write_some). True when nothing is left for the writer; a
   // transport that cannot do this (TLS, test streams) always answers false.
   virtual bool write_directly() { return false; }
   // What write_directly() could not write: the writer coroutine sends it first when it wakes.
