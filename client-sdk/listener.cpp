@@ -306,20 +306,26 @@ asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(
 namespace {
 
 // Reads the PROXY v2 header the master writes first on each stream (16 fixed bytes, then its
-// stated length), within the configured time.
+// stated length). The master sends it with the stream's first frame, so it is normally taken from
+// what has arrived already, without an event-loop turn; only a header that is not all there yet
+// is waited for, within the configured time.
 asio::awaitable<std::optional<proxy_info>> read_proxy_header(listener_state& st, yamux::stream& s) {
-  asio::steady_timer deadline(st.ex, st.opts.proxy_header_timeout);
   std::vector<std::byte> header(proxy_v2_fixed_bytes);
   std::size_t have = 0;
+  std::optional<asio::steady_timer> deadline;
   for (;;) {
-    auto r = co_await (asio::async_read(s, asio::buffer(header.data() + have, header.size() - have), use_tuple) ||
-                       deadline.async_wait(use_tuple));
-    if (r.index() == 1) {
-      st.log().warn("stream ", s.id(), ": no PROXY header from the master in time; dropped");
-      co_return std::nullopt;
+    have += s.read_buffered(asio::buffer(header.data() + have, header.size() - have));
+    if (have < header.size()) {
+      if (!deadline) deadline.emplace(st.ex, st.opts.proxy_header_timeout);
+      auto r = co_await (asio::async_read(s, asio::buffer(header.data() + have, header.size() - have), use_tuple) ||
+                         deadline->async_wait(use_tuple));
+      if (r.index() == 1) {
+        st.log().warn("stream ", s.id(), ": no PROXY header from the master in time; dropped");
+        co_return std::nullopt;
+      }
+      if (std::get<0>(std::get<0>(r))) co_return std::nullopt;  // the stream ended first
+      have = header.size();
     }
-    if (std::get<0>(std::get<0>(r))) co_return std::nullopt;  // the stream ended first
-    have = header.size();
     auto parsed = parse_proxy_v2(header);
     if (parsed.what == proxy_parse_result::kind::complete) co_return parsed.info;
     if (parsed.what == proxy_parse_result::kind::error) {

@@ -24,6 +24,7 @@
 #include <iostream>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
@@ -199,20 +200,27 @@ asio::awaitable<void> serve_connection(Stream s, std::string client, const std::
     }
     head += close ? "Connection: close\r\n\r\n" : "\r\n";
     if (req->method == "HEAD") payload.clear(), bulk = 0;
-    if (auto [ec, n] = co_await asio::async_write(s, std::array{asio::buffer(head), asio::buffer(payload)}, use_tuple); ec)
-      co_return;
-    if (bulk) {
-      static const std::vector<char> block(1 << 20, 'x');
-      while (bulk > 0) {
-        const std::size_t k = std::min(bulk, block.size());
-        if (auto [ec, n] = co_await asio::async_write(s, asio::buffer(block.data(), k), use_tuple); ec) co_return;
-        bulk -= k;
-      }
+    // An answer that ends the connection goes out with its FIN (write_last: on a yamux stream, in
+    // the same system call).
+    const auto parts = std::array{asio::buffer(head), asio::buffer(payload)};
+    std::error_code wec;
+    if (close && bulk == 0)
+      std::tie(wec, std::ignore) = co_await write_last(s, parts);
+    else
+      std::tie(wec, std::ignore) = co_await asio::async_write(s, parts, use_tuple);
+    if (wec) co_return;
+    static const std::vector<char> block(1 << 20, 'x');
+    while (bulk > 0) {
+      const std::size_t k = std::min(bulk, block.size());
+      const auto chunk = asio::buffer(block.data(), k);
+      if (close && k == bulk)
+        std::tie(wec, std::ignore) = co_await write_last(s, chunk);
+      else
+        std::tie(wec, std::ignore) = co_await asio::async_write(s, chunk, use_tuple);
+      if (wec) co_return;
+      bulk -= k;
     }
-    if (close) {
-      co_await half_close(s);
-      co_return;
-    }
+    if (close) co_return;
   }
 }
 

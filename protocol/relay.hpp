@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <system_error>
+#include <tuple>
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -40,6 +41,19 @@ asio::awaitable<void> half_close(asio::ssl::stream<Next>& s) {
   co_await (s.async_shutdown(use_tuple) || limit.async_wait(use_tuple));
   std::error_code ec;
   s.lowest_layer().shutdown(asio::socket_base::shutdown_send, ec);
+}
+
+// Writes all of `buffers`, then half-closes `s`: on a yamux stream the FIN leaves in the same
+// system call as the last bytes (stream::async_write_last); elsewhere async_write, then half_close.
+template <class Stream, class ConstBufferSequence>
+asio::awaitable<std::tuple<std::error_code, std::size_t>> write_last(Stream& s, const ConstBufferSequence& buffers) {
+  if constexpr (requires { s.async_write_last(buffers, use_tuple); }) {
+    co_return co_await s.async_write_last(buffers, use_tuple);
+  } else {
+    auto result = co_await asio::async_write(s, buffers, use_tuple);
+    if (!std::get<0>(result)) co_await half_close(s);
+    co_return result;
+  }
 }
 
 // Tear down at once, so pending operations on the stream fail promptly: RST on a yamux stream,

@@ -6,13 +6,16 @@
 // side down (FIN) and frees the stream id once the peer has finished too; reset() aborts it (RST).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <system_error>
+#include <vector>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/buffer.hpp>
+#include <asio/compose.hpp>
 #include <asio/error.hpp>
 #include <asio/post.hpp>
 
@@ -53,6 +56,11 @@ class stream {
   // has ended (the stream shares the session's core), when the pool may have forgotten the member.
   bool remote_going_away() const { return core_ && core_->remote_going_away(); }
 
+  // Takes bytes that have arrived and not been read yet, at once, without waiting: 0 when there are
+  // none or a read is pending (EOF and errors show on the next async_read_some). For a header
+  // that normally comes in the stream's first frame: no event-loop turn, no timer.
+  std::size_t read_buffered(asio::mutable_buffer b) { return state_ ? core_->read_buffered(*state_, b) : 0; }
+
   template <class MutableBufferSequence, class ReadToken = asio::default_completion_token_t<executor_type>>
   auto async_read_some(const MutableBufferSequence& buffers, ReadToken&& token = ReadToken()) {
     return asio::async_initiate<ReadToken, void(std::error_code, std::size_t)>(
@@ -76,23 +84,18 @@ class stream {
   template <class ConstBufferSequence, class WriteToken = asio::default_completion_token_t<executor_type>>
   auto async_write_some(const ConstBufferSequence& buffers, WriteToken&& token = WriteToken()) {
     return asio::async_initiate<WriteToken, void(std::error_code, std::size_t)>(
-        [this](auto handler, const ConstBufferSequence& bufs) {
-          if (!state_) return post_error(std::move(handler));
-          auto& s = *state_;
-          s.write_buf_count = 0;
-          s.write_total = 0;
-          s.write_offset = 0;
-          for (auto it = asio::buffer_sequence_begin(bufs), end = asio::buffer_sequence_end(bufs);
-               it != end && s.write_buf_count < detail::max_op_buffers; ++it) {
-            asio::const_buffer b(*it);
-            if (b.size() == 0) continue;
-            s.write_bufs[s.write_buf_count++] = b;
-            s.write_total += b.size();
-          }
-          core_->write_some(s, detail::make_pending_op<std::error_code, std::size_t>(
-                                   std::move(handler), core_->get_executor(), core_.get(), s.id));
-        },
-        token, buffers);
+        [this](auto handler, const ConstBufferSequence& bufs) { start_write(bufs, std::move(handler), false); }, token,
+        buffers);
+  }
+
+  // Writes all of `buffers`, then shuts the send side down: asio::async_write followed by
+  // shutdown_send(), except that the FIN leaves in the same system call as the last bytes, so a
+  // service that answers and closes costs its peer one read less per stream. Completes with the
+  // bytes written; after an error no FIN is sent (close() or reset() decide what follows).
+  template <class ConstBufferSequence, class WriteToken = asio::default_completion_token_t<executor_type>>
+  auto async_write_last(const ConstBufferSequence& buffers, WriteToken&& token = WriteToken()) {
+    return asio::async_compose<WriteToken, void(std::error_code, std::size_t)>(
+        write_last_op{this, {asio::buffer_sequence_begin(buffers), asio::buffer_sequence_end(buffers)}}, token, *this);
   }
 
   // Half-close: sends FIN once, after the data already written. Reading goes on until the peer's FIN.
@@ -120,6 +123,54 @@ class stream {
   }
 
  private:
+  template <class ConstBufferSequence, class Handler>
+  void start_write(const ConstBufferSequence& bufs, Handler&& handler, bool last) {
+    if (!state_) return post_error(std::forward<Handler>(handler));
+    auto& s = *state_;
+    s.write_buf_count = 0;
+    s.write_total = 0;
+    s.write_offset = 0;
+    auto it = asio::buffer_sequence_begin(bufs);
+    const auto end = asio::buffer_sequence_end(bufs);
+    for (; it != end && s.write_buf_count < detail::max_op_buffers; ++it) {
+      asio::const_buffer b(*it);
+      if (b.size() == 0) continue;
+      s.write_bufs[s.write_buf_count++] = b;
+      s.write_total += b.size();
+    }
+    // The FIN may follow only when this operation carries everything that is left.
+    while (it != end && asio::const_buffer(*it).size() == 0) ++it;
+    core_->write_some(s,
+                      detail::make_pending_op<std::error_code, std::size_t>(std::forward<Handler>(handler),
+                                                                            core_->get_executor(), core_.get(), s.id),
+                      last && it == end);
+  }
+
+  // async_write_last: write_some until every byte is out; the last of them carries the FIN.
+  struct write_last_op {
+    stream* self;
+    std::vector<asio::const_buffer> rest;
+    std::size_t written = 0;
+    bool started = false;
+
+    template <class Self>
+    void operator()(Self& op, std::error_code ec = {}, std::size_t n = 0) {
+      if (started) {
+        written += n;
+        while (n > 0 && !rest.empty()) {
+          const std::size_t k = std::min(n, rest.front().size());
+          rest.front() += k;
+          n -= k;
+          if (rest.front().size() == 0) rest.erase(rest.begin());
+        }
+        std::erase_if(rest, [](const asio::const_buffer& b) { return b.size() == 0; });
+        if (ec || rest.empty()) return op.complete(ec, written);
+      }
+      started = true;
+      self->start_write(rest, std::move(op), true);
+    }
+  };
+
   template <class Handler>
   void post_error(Handler&& handler) {
     auto ex = asio::get_associated_executor(handler);

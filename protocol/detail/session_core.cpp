@@ -286,7 +286,14 @@ void session_core::read_some(stream_state& s, io_op* op) {
   deliver_to_reader(s);
 }
 
-void session_core::write_some(stream_state& s, io_op* op) {
+std::size_t session_core::read_buffered(stream_state& s, asio::mutable_buffer b) {
+  if (s.read_op || s.recv_buf.empty()) return 0;
+  const std::size_t n = s.recv_buf.read({static_cast<std::byte*>(b.data()), b.size()});
+  consumed(s, n);
+  return n;
+}
+
+void session_core::write_some(stream_state& s, io_op* op, bool last) {
   if (s.write_op) {
     op->complete(asio::error::already_started, 0);
     return;
@@ -301,8 +308,10 @@ void session_core::write_some(stream_state& s, io_op* op) {
     ec = closed_ ? close_reason_ : make_error_code(errc::session_closed);
   if (ec || s.write_total == 0) {
     complete_write(s, ec, 0);
+    if (!ec && last) shutdown_send(s);
     return;
   }
+  s.fin_with_write = last;
   // At low load, an application's write goes out at once, in the turn that made it
   // (write_directly): waking the writer coroutine costs a turn of the event loop, an epoll_wait of
   // its own, on the path of every request (issue 6: latency at a fixed rate). Under load the writer
@@ -478,6 +487,7 @@ void session_core::complete_write(stream_state& s, std::error_code ec, std::size
   s.write_offset = 0;
   s.write_in_flight = false;
   s.write_cancelled = false;
+  s.fin_with_write = false;
   op->complete(ec, n);
 }
 
@@ -848,6 +858,14 @@ void session_core::emit_data_frame(stream_state& s, std::size_t& batch_bytes) {
   s.send_window -= static_cast<std::uint32_t>(n);
   s.write_offset += n;
   batch_bytes += n + header_size;
+  if (s.fin_with_write && s.write_offset == s.write_total) {
+    // A frame of its own rather than FIN on the Data frame: hashicorp/yamux acts on a Data frame's
+    // flags before it buffers the payload, so its reader could see EOF first and lose the data.
+    push_header({protocol_version, frame_type::window_update, flags::fin, s.id, 0});
+    s.fin_with_write = false;
+    s.fin_sent = true;
+    batch_bytes += header_size;
+  }
 }
 
 bool session_core::announce_pending_opens() {
@@ -898,8 +916,9 @@ bool session_core::prepare_batch(std::vector<asio::const_buffer>& out) {
       emit_stream_control(*s);
     }
     std::size_t bytes = 0;
-    while (!data_queue_.empty() && bytes < config_.max_batch_bytes && batch_headers_.size() < max_batch_frames &&
-           out.size() + 1 + max_op_buffers <= max_batch_buffers) {
+    // Room for a Data frame (header and payload buffers) and the FIN that may follow it.
+    while (!data_queue_.empty() && bytes < config_.max_batch_bytes && batch_headers_.size() + 2 <= max_batch_frames &&
+           out.size() + 2 + max_op_buffers <= max_batch_buffers) {
       const std::uint32_t id = data_queue_.front();
       data_queue_.pop_front();
       stream_state* s = find(id);

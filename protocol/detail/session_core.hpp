@@ -70,6 +70,7 @@ struct stream_state {
   clock::time_point syn_queued{};      // when awaiting_ack began (config::stream_open_timeout)
   bool syn_deferred = false;           // we opened it; its SYN waits for a free unacknowledged slot
   bool fin_after_write = false;        // shutdown_send() while a write was in flight
+  bool fin_with_write = false;         // the pending write is the last: its FIN follows it in the same batch
   bool in_control_queue = false;
   bool in_data_queue = false;
 
@@ -125,7 +126,11 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
 
   // --- used by stream handles ---
   void read_some(stream_state& s, io_op* op);
-  void write_some(stream_state& s, io_op* op);
+  // `last`: once all of this write's bytes are batched, a FIN follows them in the same write.
+  void write_some(stream_state& s, io_op* op, bool last = false);
+  // Takes bytes already received and not yet read, without waiting; 0 when there are none (or a
+  // read is pending). Like a non-blocking read_some on a socket.
+  std::size_t read_buffered(stream_state& s, asio::mutable_buffer b);
   void shutdown_send(stream_state& s);
   void reset(stream_state& s);
   void cancel(stream_state& s);

@@ -15,6 +15,9 @@
 #include <unistd.h>
 
 #include "protocol/errors.hpp"
+#include "protocol/handshake.hpp"
+#include "protocol/proxy_header.hpp"
+#include "protocol/session.hpp"
 #include "tests/client-sdk/sdk_test_support.hpp"
 
 using namespace socketmaster;
@@ -569,5 +572,93 @@ TEST_CASE("close(): a pending accept completes with operation_aborted, open stre
     CHECK(l.error() == asio::error::operation_aborted);
     // The client's connection is closed by the master once the service is gone.
     CHECK(co_await read_to_eof(c) == "");
+  });
+}
+
+namespace {
+
+// A master stand-in in this process, for what the real master never does on purpose: it answers the
+// SDK's handshake with `accepted` and then drives the yamux session (master role) by hand.
+asio::awaitable<yamux::session> hand_driven_master(asio::ip::tcp::acceptor& control) {
+  auto sock = co_await control.async_accept(asio::use_awaitable);
+  std::vector<std::byte> request(8);
+  co_await asio::async_read(sock, asio::buffer(request), asio::use_awaitable);
+  for (;;) {
+    auto size = message_size(request, max_handshake_bytes);
+    REQUIRE(size.what != message_size_result::kind::error);
+    const std::size_t want = size.what == message_size_result::kind::complete ? size.total_bytes : size.need_at_least;
+    const std::size_t have = request.size();
+    if (want > have) {
+      request.resize(want);
+      co_await asio::async_read(sock, asio::buffer(request.data() + have, want - have), asio::use_awaitable);
+    }
+    if (size.what == message_size_result::kind::complete) break;
+  }
+  const auto reply = encode(handshake_response{handshake_accepted{7, text_of(control.local_endpoint())}});
+  co_await asio::async_write(sock, asio::buffer(reply), asio::use_awaitable);
+  co_return yamux::session(std::move(sock), yamux::role::client);
+}
+
+}  // namespace
+
+TEST_CASE("a PROXY header split across frames is read whole; one that never completes is dropped after proxy_header_timeout") {
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    asio::ip::tcp::acceptor control(io, {asio::ip::make_address("127.0.0.1"), 0});
+    auto opts = test_options(text_of(control.local_endpoint()));
+    opts.proxy_header_timeout = 300ms;
+    event_queue<client::listener> listening(ex);
+    asio::co_spawn(ex, listen_ok(raw_tcp(), opts), [&](std::exception_ptr e, client::listener l) {
+      REQUIRE_FALSE(e);
+      listening.push(std::move(l));
+    });
+    auto master = co_await hand_driven_master(control);
+    auto l = co_await listening.next();
+    event_queue<accept_result> accepted(ex);
+    accept_into(l, accepted);
+
+    const asio::ip::tcp::endpoint client(asio::ip::make_address("192.0.2.7"), 4242);
+    const asio::ip::tcp::endpoint public_end(asio::ip::make_address("127.0.0.1"), 8080);
+    const auto header = encode_proxy_v2(client, public_end);
+    REQUIRE(header.size() > 20);
+    const std::string payload = "after the header";
+
+    // Split: the fixed part's first 10 bytes, then (once a ping has been answered, so the SDK has
+    // taken the stream and what came with it, and waits for more) the rest and a payload.
+    auto split = master.open();
+    co_await asio::async_write(split, asio::buffer(header.data(), 10), asio::use_awaitable);
+    co_await master.async_ping(asio::use_awaitable);
+    CHECK(accepted.empty());
+    co_await asio::async_write(split, std::array{asio::buffer(header.data() + 10, header.size() - 10), asio::buffer(payload)},
+                               asio::use_awaitable);
+    {
+      auto [ec, s] = co_await accepted.next();
+      REQUIRE_FALSE(ec);
+      CHECK(s.remote_endpoint() == client);
+      CHECK(s.local_endpoint() == public_end);
+      std::string got(payload.size(), '\0');
+      auto [rec, n] = co_await asio::async_read(s, asio::buffer(got), use_tuple);
+      CHECK_FALSE(rec);
+      CHECK(got == payload);
+    }
+
+    // Incomplete for good: the SDK resets the stream after proxy_header_timeout; the next stream,
+    // whole in one frame, is what the pending accept gets.
+    accept_into(l, accepted);
+    auto stuck = master.open();
+    co_await asio::async_write(stuck, asio::buffer(header.data(), 10), asio::use_awaitable);
+    char byte;
+    auto [sec, sn] = co_await stuck.async_read_some(asio::buffer(&byte, 1), use_tuple);
+    CHECK(sec == errc::stream_reset);
+    CHECK(accepted.empty());
+    auto whole = master.open();
+    co_await asio::async_write(whole, std::array{asio::buffer(header), asio::buffer(payload)}, asio::use_awaitable);
+    auto [ec, s] = co_await accepted.next();
+    REQUIRE_FALSE(ec);
+    CHECK(s.remote_endpoint() == client);
+    std::string got(payload.size(), '\0');
+    auto [rec, n] = co_await asio::async_read(s, asio::buffer(got), use_tuple);
+    CHECK_FALSE(rec);
+    CHECK(got == payload);
   });
 }

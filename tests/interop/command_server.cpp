@@ -8,6 +8,7 @@
 #include <exception>
 #include <span>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include <asio/co_spawn.hpp>
@@ -146,7 +147,13 @@ asio::awaitable<std::string> send(yamux::stream& s, std::uint64_t n, std::uint32
   for (std::uint64_t done = 0; done < total;) {
     const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - done));
     gen.fill({buf.data(), k});
-    auto [ec, w] = co_await asio::async_write(s, asio::buffer(buf.data(), k), use_tuple);
+    // The last piece with its FIN (async_write_last): the Go peer must read it all, then EOF.
+    const bool last = !reset_after && done + k == total;
+    std::error_code ec;
+    if (last)
+      std::tie(ec, std::ignore) = co_await s.async_write_last(asio::buffer(buf.data(), k), use_tuple);
+    else
+      std::tie(ec, std::ignore) = co_await asio::async_write(s, asio::buffer(buf.data(), k), use_tuple);
     if (ec) co_return "SEND: write after " + std::to_string(done) + " bytes: " + ec.message();
     done += k;
   }

@@ -747,6 +747,104 @@ TEST_CASE("at low load a stream write goes out in the caller's turn; right behin
   });
 }
 
+TEST_CASE("async_write_last: the FIN follows the last bytes in the same write, as a frame of its own") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [a, raw] = socket_pair(io);
+    session client(std::move(a), role::client);
+    const auto ping = co_await read_frame(raw);
+    REQUIRE(ping.type == frame_type::ping);
+    const std::array<char, 100> data{};
+    int completed = 0;
+    const auto on_write = [&](std::error_code ec, std::size_t n) {
+      CHECK_FALSE(ec);
+      CHECK(n == data.size());
+      ++completed;
+    };
+    // At low load in the caller's turn (the direct write); right behind it, in the writer's batch.
+    auto s1 = client.open();
+    s1.async_write_last(asio::buffer(data), on_write);
+    CHECK(raw.available() == 2 * header_size + data.size());
+    auto s2 = client.open();
+    s2.async_write_last(asio::buffer(data), on_write);
+    while (completed < 2) co_await asio::post(io, asio::use_awaitable);
+    for (auto* s : {&s1, &s2}) {
+      std::vector<std::byte> payload;
+      const auto d = co_await read_frame(raw, &payload);
+      CHECK(d.type == frame_type::data);
+      CHECK(d.stream_id == s->id());
+      CHECK_FALSE(d.has(flags::fin));  // never on the Data frame: see emit_data_frame
+      CHECK(payload.size() == data.size());
+      const auto fin = co_await read_frame(raw);
+      CHECK(fin.type == frame_type::window_update);
+      CHECK(fin.stream_id == s->id());
+      CHECK(fin.flags == flags::fin);
+    }
+    // The send side is shut: a later write fails as after shutdown_send().
+    auto [ec, n] = co_await s1.async_write_some(asio::buffer(data), use_tuple);
+    CHECK(ec == errc::stream_closed);
+    // Nothing to write: just the FIN.
+    auto s3 = client.open();
+    auto [ec3, n3] = co_await s3.async_write_last(asio::const_buffer(), use_tuple);
+    CHECK_FALSE(ec3);
+    CHECK(n3 == 0);
+    const auto bare = co_await read_frame(raw);
+    CHECK(bare.stream_id == s3.id());
+    CHECK(bare.has(flags::syn));
+    CHECK(bare.has(flags::fin));
+  });
+}
+
+TEST_CASE("async_write_last: more than the send window and more buffers than one operation takes; FIN after all") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto sp = make_sessions(io);
+    auto& client = sp.client;
+    auto& server = sp.server;
+    const auto data = pattern(1 << 20);
+    // Six buffers of unequal sizes (one empty): an operation carries at most max_op_buffers.
+    const std::array<std::size_t, 6> cuts{1, 300000, 300000, 300000, 300000, 1 << 20};
+    std::vector<asio::const_buffer> parts;
+    std::size_t from = 0;
+    for (const std::size_t to : cuts) {
+      parts.push_back(asio::buffer(data.data() + from, to - from));
+      from = to;
+    }
+    auto c = client.open();
+    auto writer = [&]() -> asio::awaitable<void> {
+      auto [ec, n] = co_await c.async_write_last(parts, use_tuple);
+      CHECK_FALSE(ec);
+      CHECK(n == data.size());
+    };
+    auto reader = [&]() -> asio::awaitable<void> {
+      auto s = co_await accept_ok(server);
+      auto [got, ec] = co_await read_all(s);
+      CHECK(ec == asio::error::eof);
+      CHECK(got == data);
+    };
+    using namespace asio::experimental::awaitable_operators;
+    co_await (writer() && reader());
+  });
+}
+
+TEST_CASE("read_buffered takes what has arrived without waiting, and nothing when nothing has") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    session server(std::move(b), role::server);
+    co_await write_frame(raw, {0, frame_type::data, flags::syn, 1, 5}, std::as_bytes(std::span("hello", 5)));
+    auto s = co_await accept_ok(server);
+    std::array<char, 3> part;
+    CHECK(s.read_buffered(asio::buffer(part)) == 3);
+    CHECK(std::string_view(part.data(), 3) == "hel");
+    CHECK(s.read_buffered(asio::buffer(part)) == 2);
+    CHECK(std::string_view(part.data(), 2) == "lo");
+    CHECK(s.read_buffered(asio::buffer(part)) == 0);
+    // Reading goes on as usual afterwards: the next frame, then EOF.
+    co_await write_frame(raw, {0, frame_type::data, flags::fin, 1, 3}, std::as_bytes(std::span("abc", 3)));
+    auto [got, ec] = co_await read_all(s);
+    CHECK(ec == asio::error::eof);
+    CHECK(got.size() == 3);
+  });
+}
+
 TEST_CASE("an accepted stream's ACK rides on its first frame when the application answers at once") {
   for (const bool deferred : {true, false}) {
     CAPTURE(deferred);

@@ -112,6 +112,12 @@ class stream {
   auto async_write_some(const ConstBufferSequence& b, Token&& token = Token()) {
     return inner_.async_write_some(b, std::forward<Token>(token));
   }
+  // async_write and then shutdown_send(), with the FIN in the same system call as the last bytes:
+  // the cheapest way to send an answer that ends the connection (yamux::stream::async_write_last).
+  template <class ConstBufferSequence, class Token = asio::default_completion_token_t<executor_type>>
+  auto async_write_last(const ConstBufferSequence& b, Token&& token = Token()) {
+    return inner_.async_write_last(b, std::forward<Token>(token));
+  }
   // Half-close: FIN after what was written; keep reading until the client's EOF.
   void shutdown_send() { inner_.shutdown_send(); }
   void reset() { inner_.reset(); }
