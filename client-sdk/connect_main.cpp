@@ -152,7 +152,8 @@ int main(int argc, char** argv) {
   // One stdout line per registration, the first and each one after a master restart: scripts wait
   // for it, and with --port 0 the address may change.
   opts.on_registered = [](std::uint64_t, const std::string& bound) { std::cout << "listening " << bound << std::endl; };
-  asio::io_context io(1);
+  // Single-threaded, as everything here: Asio can skip its locks.
+  asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE);
   client::listen_error error;
   auto l = client::listen(io, def, opts, error);
   if (error.code) {

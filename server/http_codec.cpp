@@ -72,10 +72,6 @@ bool valid_host(std::string_view v, bool need_port) {
   return !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), is_digit);
 }
 
-void trim_trailing_whitespace(std::string& s) {
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.pop_back();
-}
-
 // Walks a header section (a head with its start line, or a chunked trailer section) byte by byte,
 // independently of llhttp: every line must end in CRLF, no line may start with whitespace
 // (obs-fold), and the section may not exceed a size. It finds the end of the section itself (the
@@ -96,12 +92,13 @@ class section_scanner {
   // them while still scanning.
   std::size_t scan(std::span<const char> in) {
     std::size_t i = 0;
-    for (; i < in.size() && state_ == state::scanning; ++i) {
+    while (i < in.size() && state_ == state::scanning) {
       if (total_ == max_bytes_) return fail(i, "too large", true);
       const char c = in[i];
       if (prev_ == '\r') {
         if (c != '\n') return fail(i, "contains a CR that is not followed by LF", false);
         ++total_;
+        ++i;
         prev_ = '\n';
         if (line_length_ != 0) {
           ++lines_;
@@ -112,13 +109,25 @@ class section_scanner {
         continue;
       }
       if (c == '\n') return fail(i, "has a line ending in a bare LF", false);
-      ++total_;
-      prev_ = c;
-      if (c == '\r') continue;
+      if (c == '\r') {
+        ++total_;
+        ++i;
+        prev_ = c;
+        continue;
+      }
       if (line_length_ == 0 && (c == ' ' || c == '\t'))
         return fail(i, lines_ > 0 ? "has a line starting with whitespace (obs-fold)" : "starts with whitespace", false);
-      ++line_length_;
-      if (lines_ == 0) start_line_.push_back(c);
+      // The rest of the line up to its CR (or LF, or the size limit) in one step: a byte-by-byte
+      // walk through this branch cost the master as much as llhttp itself (issue 6, callgrind).
+      const std::size_t limit = std::min(in.size(), i + (max_bytes_ - total_));
+      std::size_t end = i + 1;
+      while (end < limit && in[end] != '\r' && in[end] != '\n') ++end;
+      const std::size_t run = end - i;
+      if (lines_ == 0) start_line_.append(in.data() + i, run);
+      line_length_ += run;
+      total_ += run;
+      prev_ = in[end - 1];
+      i = end;
     }
     return i;
   }
@@ -455,11 +464,11 @@ class message_parser {
     // The value is kept as llhttp saw it (trailing whitespace included), so what we forward is
     // exactly what we framed; our own checks look at it trimmed.
     if (request_) {
-      std::string trimmed = value_;
-      trim_trailing_whitespace(trimmed);
+      std::string_view trimmed = value_;
+      while (!trimmed.empty() && (trimmed.back() == ' ' || trimmed.back() == '\t')) trimmed.remove_suffix(1);
       if (iequals(field_, "Host")) {
         ++host_count_;
-        host_value_ = std::move(trimmed);
+        host_value_ = trimmed;
       } else if (iequals(field_, "Expect") && iequals(trimmed, "100-continue")) {
         request.expect_continue = true;
       } else if (iequals(field_, "Transfer-Encoding")) {

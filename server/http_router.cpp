@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include <asio/ssl/stream.hpp>
+#include <sys/socket.h>
 
 #include "http_codec.hpp"
 #include "protocol/proxy_header.hpp"
@@ -29,6 +30,48 @@ namespace socketmaster::server {
 namespace {
 
 using namespace asio::experimental::awaitable_operators;
+
+// One non-blocking receive or send (MSG_DONTWAIT) with the results of the socket's read_some and
+// write_some (eof for an orderly end, would_block when it would wait). Per call rather than
+// switching the socket to non-blocking mode: that is an ioctl per connection, which Asio makes
+// itself only if an asynchronous operation ever needs it.
+std::size_t try_receive(asio::ip::tcp::socket& s, asio::mutable_buffer b, std::error_code& ec) {
+  const ssize_t n = ::recv(s.native_handle(), b.data(), b.size(), MSG_DONTWAIT);
+  if (n > 0 || b.size() == 0) {
+    ec.clear();
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
+  }
+  ec = n == 0 ? std::error_code(asio::error::eof) : std::error_code(errno, asio::error::get_system_category());
+  return 0;
+}
+
+std::size_t try_send(asio::ip::tcp::socket& s, asio::const_buffer b, std::error_code& ec) {
+  const ssize_t n = ::send(s.native_handle(), b.data(), b.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n >= 0) {
+    ec.clear();
+    return static_cast<std::size_t>(n);
+  }
+  ec = std::error_code(errno, asio::error::get_system_category());
+  return 0;
+}
+
+// The client's address for X-Forwarded-For. IPv4 by hand: address::to_string() goes through
+// inet_ntop and sprintf, a twentieth of the master's instructions per Connection: close request
+// (issue 6, callgrind). Connections come as IPv4 (or v4-mapped, normalised before us) nearly always.
+std::string ip_text(const asio::ip::address& a) {
+  if (!a.is_v4()) return a.to_string();
+  const auto bytes = a.to_v4().to_bytes();
+  std::string out;
+  out.reserve(15);
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i > 0) out.push_back('.');
+    const unsigned v = bytes[i];
+    if (v >= 100) out.push_back(static_cast<char>('0' + v / 100));
+    if (v >= 10) out.push_back(static_cast<char>('0' + v / 10 % 10));
+    out.push_back(static_cast<char>('0' + v % 10));
+  }
+  return out;
+}
 
 constexpr std::size_t client_buffer_size = 16 * 1024;
 constexpr std::size_t backend_buffer_size = 16 * 1024;
@@ -76,8 +119,8 @@ class http_connection {
         listener_key_(std::move(listener_key)),
         client_(client),
         info_(info),
-        // Formatted once per connection, not per request (inet_ntop goes through sprintf).
-        client_ip_(info.client.address().to_string()),
+        // Formatted once per connection, not per request.
+        client_ip_(ip_text(info.client.address())),
         requests_({reg.config().max_header_bytes, reg.config().max_headers}),
         watchdog_(client.get_executor()),
         watch_(std::make_shared<watch_state>(watch_state{this})) {}
@@ -201,11 +244,11 @@ class http_connection {
     write_deadline_ = clock::time_point::max();
     co_return result;
   }
-  // A plain socket is non-blocking (upstream_listener), so a read of bytes that are already there,
-  // or a write the send buffer has room for, is tried as a system call at once: every completion
-  // Asio posts is another turn of the event loop, and at low load each turn is an epoll_wait of its
-  // own (issue 6: master p99 at a fixed rate; about 8 turns per keep-alive request before).
-  // would_block sends the caller to the asynchronous operation. TLS streams always take that path.
+  // On a plain socket a read of bytes that are already there, or a write the send buffer has room
+  // for, is tried as a system call at once (try_receive, try_send): every completion Asio posts is
+  // another turn of the event loop, and at low load each turn is an epoll_wait of its own (issue 6:
+  // master p99 at a fixed rate; about 8 turns per keep-alive request before). would_block sends
+  // the caller to the asynchronous operation. TLS streams always take that path.
   static constexpr bool plain_socket = std::is_same_v<Client, asio::ip::tcp::socket>;
 
   void take_in_buffer() {
@@ -321,7 +364,7 @@ class http_connection {
       take_in_buffer();
       std::error_code ec = asio::error::would_block;
       std::size_t n = 0;
-      if constexpr (plain_socket) n = client_.read_some(asio::buffer(in_.get(), client_buffer_size), ec);  // see plain_socket
+      if constexpr (plain_socket) n = try_receive(client_, asio::buffer(in_.get(), client_buffer_size), ec);
       if (ec == asio::error::would_block)
         std::tie(ec, n) = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
       if (head_timed_out_) {
@@ -514,7 +557,7 @@ class http_connection {
         const auto piece = asio::buffer(out_.get() + forward_from, out_begin_ - forward_from);
         std::error_code ec;
         std::size_t n = 0;
-        if constexpr (plain_socket) n = client_.write_some(piece, ec);  // see plain_socket
+        if constexpr (plain_socket) n = try_send(client_, piece, ec);
         if ((!ec || ec == asio::error::would_block) && n < piece.size()) {
           auto [rec, rn] = co_await write_client(piece + n);
           ec = rec;

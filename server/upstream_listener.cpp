@@ -81,9 +81,6 @@ void upstream_listener::start(accept_handler on_accept) {
       }
       std::error_code nd;
       sock.set_option(asio::ip::tcp::no_delay(true), nd);
-      // Non-blocking from the start (Asio would switch it on its first asynchronous operation, with
-      // the same ioctl): the HTTP router tries reads and writes as plain system calls first.
-      sock.non_blocking(true, nd);
       handler(std::move(sock), peer);
     }
   };

@@ -312,17 +312,24 @@ void session_core::write_some(stream_state& s, io_op* op, bool last) {
     return;
   }
   s.fin_with_write = last;
-  // At low load, an application's write goes out at once, in the turn that made it
+  queue_data(s, false);
+  send_now_or_wake();
+}
+
+void session_core::send_now_or_wake() {
+  // At low load, what an application's call queued goes out at once, in the turn that made it
   // (write_directly): waking the writer coroutine costs a turn of the event loop, an epoll_wait of
   // its own, on the path of every request (issue 6: latency at a fixed rate). Under load the writer
-  // gathers instead: within direct_write_gap of a direct write, writes wait for the writer, so that
-  // one system call carries the frames of many streams. Only from here, whose caller holds no
-  // stream pointer that the batch's bookkeeping (finish_if_done) could free. "Parked": the writer
-  // waits for work (perhaps woken already, by an open, its turn still to come); no batch is under way.
+  // gathers instead: within direct_write_gap of a direct write, frames wait for the writer, so that
+  // one system call carries the frames of many streams. Only from the handles' calls, as their
+  // last step: the batch's bookkeeping (finish_if_done) may free a released stream. "Parked": the
+  // writer waits for work (perhaps woken already, by an open, its turn still to come); no batch is
+  // under way.
   const auto now = clock::now();
-  const bool direct = writer_parked_ && !writing_ && !writing_directly_ && now - last_direct_write_ >= direct_write_gap;
-  queue_data(s, !direct);
-  if (!direct) return;
+  if (closed_ || !writer_parked_ || writing_ || writing_directly_ || now - last_direct_write_ < direct_write_gap) {
+    notify_writer();
+    return;
+  }
   last_direct_write_ = now;
   writing_directly_ = true;
   const bool done = write_directly();
@@ -340,7 +347,8 @@ void session_core::shutdown_send(stream_state& s) {
     complete_write(s, asio::error::operation_aborted, 0);
   }
   s.pending_flags |= flags::fin;
-  queue_control(s);
+  queue_control(s, false);
+  send_now_or_wake();
 }
 
 void session_core::reset(stream_state& s) {
@@ -423,18 +431,21 @@ void session_core::release(stream_state& s) {
     erase_stream(s.id);
     return;
   }
+  bool fin_queued = false;
   if (!s.fully_closed()) {
     // Graceful close, like a TCP socket's: our FIN follows whatever was written; what the peer still
     // sends is credited back and dropped until its FIN or RST frees the id.
     if (!s.fin_sent && !(s.pending_flags & flags::fin)) {
       s.pending_flags |= flags::fin;
-      queue_control(s);
+      queue_control(s, false);
+      fin_queued = true;
     }
     const std::size_t unread = s.recv_buf.size();
     s.recv_buf.clear();
     if (unread) consumed(s, unread);
   }
   finish_if_done(s);
+  if (fin_queued) send_now_or_wake();  // last: `s` may be gone after it
 }
 
 void session_core::finish_if_done(stream_state& s) {
@@ -775,11 +786,11 @@ void session_core::handle_go_away(const frame_header& h) {
 // ---------------------------------------------------------------------------------------------
 // The writer's side
 
-void session_core::queue_control(stream_state& s) {
+void session_core::queue_control(stream_state& s, bool wake) {
   if (s.in_control_queue || closed_) return;
   s.in_control_queue = true;
   control_queue_.push_back(s.id);
-  notify_writer();
+  if (wake) notify_writer();
 }
 
 void session_core::queue_data(stream_state& s, bool wake) {

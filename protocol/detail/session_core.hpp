@@ -176,10 +176,13 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void fail(std::error_code ec, go_away_code code);
   void deliver_to_reader(stream_state& s);
   void consumed(stream_state& s, std::size_t n);
-  void queue_control(stream_state& s);
+  void queue_control(stream_state& s, bool wake = true);
   void queue_data(stream_state& s, bool wake = true);
   void queue_session_frame(const frame_header& h);
   void notify_writer();
+  // Writes what is queued at once (write_directly) when the writer is idle and has not written
+  // directly within direct_write_gap; else wakes it. Only as the last step of a handle's call.
+  void send_now_or_wake();
   void finish_if_done(stream_state& s);
   void complete_read(stream_state& s, std::error_code ec, std::size_t n);
   std::size_t fill_read(stream_state& s, std::span<const std::byte> data);
