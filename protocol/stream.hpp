@@ -84,7 +84,7 @@ class stream {
   template <class ConstBufferSequence, class WriteToken = asio::default_completion_token_t<executor_type>>
   auto async_write_some(const ConstBufferSequence& buffers, WriteToken&& token = WriteToken()) {
     return asio::async_initiate<WriteToken, void(std::error_code, std::size_t)>(
-        [this](auto handler, const ConstBufferSequence& bufs) { start_write(bufs, std::move(handler), false); }, token,
+        [this](auto handler, const ConstBufferSequence& bufs) { this->start_write(bufs, std::move(handler), false); }, token,
         buffers);
   }
 
@@ -138,12 +138,14 @@ class stream {
       s.write_bufs[s.write_buf_count++] = b;
       s.write_total += b.size();
     }
-    // The FIN may follow only when this operation carries everything that is left.
+    // The FIN may follow only when this operation carries everything that is left. Decided before
+    // the handler moves: async_write_last's handler owns the buffer list `bufs` refers to.
     while (it != end && asio::const_buffer(*it).size() == 0) ++it;
+    const bool fin = last && it == end;
     core_->write_some(s,
                       detail::make_pending_op<std::error_code, std::size_t>(std::forward<Handler>(handler),
                                                                             core_->get_executor(), core_.get(), s.id),
-                      last && it == end);
+                      fin);
   }
 
   // async_write_last: write_some until every byte is out; the last of them carries the FIN.
