@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <utility>
 
@@ -51,16 +52,24 @@ class pending_op_impl final : public pending_op<Args...> {
 
   void complete(Args... args) override {
     if (slot_.is_connected()) slot_.clear();
-    auto handler = std::move(handler_);
-    auto work = std::move(work_);
-    auto ex = work.get_executor();
-    delete this;
-    asio::post(ex, [h = std::move(handler), w = std::move(work), tuple = std::make_tuple(std::move(args)...)]() mutable {
-      std::apply(std::move(h), std::move(tuple));
-    });
+    args_.emplace(std::move(args)...);
+    // What is posted is this object itself (owned by the function object): moving the handler,
+    // its work guard and the arguments into a new one cost more than the rest of a completion.
+    const auto ex = work_.get_executor();
+    asio::post(ex, invoker{std::unique_ptr<pending_op_impl>(this)});
   }
 
  private:
+  // Runs the handler in place, then frees the op (and its work guard); never run, it frees it too.
+  struct invoker {
+    std::unique_ptr<pending_op_impl> op;
+    void operator()() {
+      auto& o = *op;
+      std::apply(std::move(o.handler_), std::move(*o.args_));
+      op.reset();
+    }
+  };
+
   struct canceller {
     canceller(cancel_target* t, void* o, std::uint32_t k) : target(t), op(o), key(k) {}
     cancel_target* target;
@@ -74,6 +83,7 @@ class pending_op_impl final : public pending_op<Args...> {
   Handler handler_;
   asio::executor_work_guard<handler_executor> work_;
   asio::cancellation_slot slot_;
+  std::optional<std::tuple<Args...>> args_;
 };
 
 // Wraps `handler` for completion with `Args...` later; `target` is told when the handler's slot fires.
