@@ -2,6 +2,7 @@
 // stripping, reconnect with jittered exponential backoff, drain. See socketmaster/client.hpp.
 #include "socketmaster/client.hpp"
 
+#include <array>
 #include <charconv>
 #include <fstream>
 #include <optional>
@@ -340,11 +341,53 @@ bool cancelled(const asio::cancellation_state& cs) { return cs.cancelled() != as
 
 }  // namespace
 
-asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st) {
+std::shared_ptr<yamux::session> accepting_session(const listener_state& st) {
+  if (st.closed || !st.session || !st.session->is_open()) return nullptr;
+  return st.session;
+}
+
+taken_stream take_stream(listener_state& st, yamux::stream s) {
+  if (!st.def.proxy_protocol) return {taken_stream::kind::ready, stream(std::move(s), {}, {}), {}};
+  // Only a header that is all there is taken; otherwise nothing is consumed and accept_one reads it.
+  std::array<std::byte, proxy_v2_fixed_bytes> fixed;
+  if (s.peek_buffered(asio::buffer(fixed)) < fixed.size()) return {taken_stream::kind::wait, {}, std::move(s)};
+  auto parsed = parse_proxy_v2(fixed);
+  if (parsed.what == proxy_parse_result::kind::need_more) {
+    if (s.available() < parsed.header_bytes) return {taken_stream::kind::wait, {}, std::move(s)};
+    std::vector<std::byte> header(parsed.header_bytes);
+    s.read_buffered(asio::buffer(header));
+    parsed = parse_proxy_v2(header);
+  } else {
+    s.read_buffered(asio::buffer(fixed));
+  }
+  if (parsed.what != proxy_parse_result::kind::complete) {
+    st.log().warn("stream ", s.id(), ": bad PROXY header from the master (", parsed.error, "); dropped");
+    s.reset();
+    return {taken_stream::kind::dropped, {}, {}};
+  }
+  asio::ip::tcp::endpoint remote, local;
+  if (!parsed.info.local) {
+    remote = parsed.info.source;
+    local = parsed.info.destination;
+  }
+  return {taken_stream::kind::ready, stream(std::move(s), remote, local), {}};
+}
+
+asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st, yamux::stream first) {
   const auto aborted = [&] {
     return std::pair{st->closed && st->failure.code ? st->failure.code : std::error_code(asio::error::operation_aborted),
                      stream{}};
   };
+  if (first.is_open()) {  // taken from the session already (start_accept): its header is on its way
+    co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());  // as below
+    auto info = co_await read_proxy_header(*st, first);
+    co_await asio::this_coro::reset_cancellation_state();
+    if (info) {
+      if (info->local) co_return std::pair{std::error_code{}, stream(std::move(first), {}, {})};
+      co_return std::pair{std::error_code{}, stream(std::move(first), info->source, info->destination)};
+    }
+    first.reset();
+  }
   for (;;) {
     if (st->closed) co_return aborted();
     auto session = st->session;

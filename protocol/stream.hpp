@@ -60,6 +60,10 @@ class stream {
   // none or a read is pending (EOF and errors show on the next async_read_some). For a header
   // that normally comes in the stream's first frame: no event-loop turn, no timer.
   std::size_t read_buffered(asio::mutable_buffer b) { return state_ ? core_->read_buffered(*state_, b) : 0; }
+  // The same bytes read_buffered() would take, left where they are.
+  std::size_t peek_buffered(asio::mutable_buffer b) const {
+    return state_ ? state_->recv_buf.peek({static_cast<std::byte*>(b.data()), b.size()}) : 0;
+  }
 
   template <class MutableBufferSequence, class ReadToken = asio::default_completion_token_t<executor_type>>
   auto async_read_some(const MutableBufferSequence& buffers, ReadToken&& token = ReadToken()) {

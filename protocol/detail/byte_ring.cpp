@@ -27,12 +27,18 @@ void byte_ring::append(std::span<const std::byte> bytes) {
   size_ += bytes.size();
 }
 
-std::size_t byte_ring::read(std::span<std::byte> out) {
+std::size_t byte_ring::peek(std::span<std::byte> out) const {
   const std::size_t n = std::min(out.size(), size_);
   if (n == 0) return 0;
   const std::size_t first = std::min(n, capacity_ - head_);
   std::memcpy(out.data(), data_.get() + head_, first);
   std::memcpy(out.data() + first, data_.get(), n - first);
+  return n;
+}
+
+std::size_t byte_ring::read(std::span<std::byte> out) {
+  const std::size_t n = peek(out);
+  if (n == 0) return 0;
   head_ = (head_ + n) & (capacity_ - 1);
   size_ -= n;
   if (size_ == 0) clear();

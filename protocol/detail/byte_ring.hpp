@@ -17,6 +17,8 @@ class byte_ring {
   void append(std::span<const std::byte> bytes);
   // Copies up to out.size() bytes out and removes them; returns how many.
   std::size_t read(std::span<std::byte> out);
+  // Copies up to out.size() bytes out and leaves them; returns how many.
+  std::size_t peek(std::span<std::byte> out) const;
   void clear();
 
  private:

@@ -34,6 +34,7 @@
 #include "protocol/config.hpp"
 #include "protocol/handshake.hpp"
 #include "protocol/logger.hpp"
+#include "protocol/session.hpp"
 #include "protocol/stream.hpp"
 
 namespace socketmaster::client {
@@ -134,7 +135,20 @@ class stream {
 
 namespace detail {
 struct listener_state;
-asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st);
+// Accepts the next stream with all the listener's rules (reconnects, drain, close, PROXY header
+// within its deadline); `first`: a stream already taken from the session whose header is on its way.
+asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st,
+                                                               yamux::stream first = {});
+// The session an accept can wait on directly: open, and the listener not closed; else null.
+std::shared_ptr<yamux::session> accepting_session(const listener_state& st);
+// A stream just taken from the session: ready (its PROXY header was there whole and is read),
+// dropped (a bad header: reset), or wait (the header is not all there: nothing was consumed).
+struct taken_stream {
+  enum class kind { ready, dropped, wait } what;
+  stream ready;
+  yamux::stream waiting;
+};
+taken_stream take_stream(listener_state& st, yamux::stream s);
 const asio::any_io_executor& executor_of(const listener_state& st);
 void begin_drain(listener_state& st);
 asio::awaitable<std::error_code> finish_drain(std::shared_ptr<listener_state> st, std::chrono::milliseconds deadline);
@@ -155,6 +169,42 @@ auto run_as(asio::any_io_executor ex, Coro coro, Token&& token) {
         asio::co_spawn(ex, std::move(c), asio::bind_cancellation_slot(slot, std::move(done)));
       },
       token, std::move(coro));
+}
+
+// async_accept without a coroutine in the common case: the session's accept completes straight
+// into this, which reads the PROXY header from the stream's first frame and hands the stream over in
+// the same turn (issue 6: a coroutine per accept cost hello-sdk a turn of the event loop and a
+// tenth of its instructions per Connection: close request). Everything else (reconnecting, a
+// header still on its way, a session that ended) goes to accept_one.
+template <class Handler>
+void start_accept(std::shared_ptr<listener_state> st, Handler handler) {
+  auto session = accepting_session(*st);
+  if (!session) {
+    const auto ex = executor_of(*st);
+    return run_as<stream>(ex, accept_one(std::move(st)), std::move(handler));
+  }
+  auto slot = asio::get_associated_cancellation_slot(handler);
+  session->async_accept(asio::bind_cancellation_slot(
+      slot, [st, h = std::move(handler)](std::error_code ec, yamux::stream s) mutable {
+        const auto ex = executor_of(*st);
+        auto deliver = [&](std::error_code e, stream result) {
+          auto hex = asio::get_associated_executor(h, ex);
+          asio::dispatch(hex, [h = std::move(h), e, r = std::move(result)]() mutable { std::move(h)(e, std::move(r)); });
+        };
+        // Cancelled by the caller (a closed listener's or ended session's accepts go to accept_one,
+        // which tells why).
+        if (ec == asio::error::operation_aborted && accepting_session(*st)) return deliver(ec, stream{});
+        if (ec) return run_as<stream>(ex, accept_one(std::move(st)), std::move(h));
+        auto taken = take_stream(*st, std::move(s));
+        switch (taken.what) {
+          case taken_stream::kind::ready:
+            return deliver({}, std::move(taken.ready));
+          case taken_stream::kind::dropped:
+            return start_accept(std::move(st), std::move(h));
+          case taken_stream::kind::wait:
+            return run_as<stream>(ex, accept_one(std::move(st), std::move(taken.waiting)), std::move(h));
+        }
+      }));
 }
 }  // namespace detail
 
@@ -188,7 +238,8 @@ class listener {
   // when a reconnect was rejected for good. Cancellable through the handler's cancellation slot.
   template <class Token = asio::default_completion_token_t<executor_type>>
   auto async_accept(Token&& token = Token()) {
-    return detail::run_as<stream>(get_executor(), detail::accept_one(state_), std::forward<Token>(token));
+    return asio::async_initiate<Token, void(std::error_code, stream)>(
+        [st = state_](auto handler) { detail::start_accept(st, std::move(handler)); }, token);
   }
 
   // Graceful stop for a redeploy. When the operation starts it queues GoAway (so the master opens
