@@ -601,7 +601,7 @@ asio::awaitable<yamux::session> hand_driven_master(asio::ip::tcp::acceptor& cont
 
 }  // namespace
 
-TEST_CASE("a PROXY header split across frames is read whole; one that never completes is dropped after proxy_header_timeout") {
+TEST_CASE("a PROXY header split across frames is read whole; a bad one is dropped at once, one that never completes after proxy_header_timeout") {
   run([&](asio::io_context& io) -> asio::awaitable<void> {
     auto ex = io.get_executor();
     asio::ip::tcp::acceptor control(io, {asio::ip::make_address("127.0.0.1"), 0});
@@ -642,12 +642,20 @@ TEST_CASE("a PROXY header split across frames is read whole; one that never comp
       CHECK(got == payload);
     }
 
+    // Not a PROXY header at all: reset at once, and the pending accept waits on.
+    accept_into(l, accepted);
+    auto bad = master.open();
+    const std::string garbage = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    co_await asio::async_write(bad, asio::buffer(garbage), asio::use_awaitable);
+    char byte;
+    auto [bec, bn] = co_await bad.async_read_some(asio::buffer(&byte, 1), use_tuple);
+    CHECK(bec == errc::stream_reset);
+    CHECK(accepted.empty());
+
     // Incomplete for good: the SDK resets the stream after proxy_header_timeout; the next stream,
     // whole in one frame, is what the pending accept gets.
-    accept_into(l, accepted);
     auto stuck = master.open();
     co_await asio::async_write(stuck, asio::buffer(header.data(), 10), asio::use_awaitable);
-    char byte;
     auto [sec, sn] = co_await stuck.async_read_some(asio::buffer(&byte, 1), use_tuple);
     CHECK(sec == errc::stream_reset);
     CHECK(accepted.empty());
