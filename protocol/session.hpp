@@ -22,6 +22,7 @@
 #include <asio/buffer.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
@@ -102,6 +103,11 @@ class session_over final : public session_core {
       }
       end += n;
       begin += self->on_input({buf.data() + begin, end - begin});
+      try {
+        self->run_inline_completions();
+      } catch (...) {  // a handler's exception leaves io_context::run(), as from a posted handler
+        asio::post(self->get_executor(), [e = std::current_exception()] { std::rethrow_exception(e); });
+      }
       if (begin == end) {
         begin = end = 0;
       } else if (buf.size() - end < header_size) {  // only a partial header is ever left over

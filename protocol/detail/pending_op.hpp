@@ -1,7 +1,8 @@
 // A type-erased, move-only completion handler for an asynchronous operation that completes later
 // from elsewhere (the session's read loop, its writer, a peer's frame). It keeps the handler's
-// executor busy with a work guard, honours the handler's cancellation slot, and always completes by
-// posting, so a handler never runs inside the code that completes it.
+// executor busy with a work guard, and honours the handler's cancellation slot. It completes by
+// posting, so a handler never runs inside the code that completes it, except where that code has
+// finished and says so (finish, then dispatch).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include <asio/associated_executor.hpp>
 #include <asio/cancellation_type.hpp>
 #include <asio/executor_work_guard.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/post.hpp>
 
 namespace socketmaster::yamux::detail {
@@ -28,12 +30,23 @@ class cancel_target {
   ~cancel_target() = default;
 };
 
-template <class... Args>
-class pending_op {
+// An operation whose result is set and whose handler is still to run: posted, or run at once where
+// the caller knows that is safe (session_core::run_inline_completions).
+class finished_op {
  public:
-  virtual ~pending_op() = default;
+  virtual ~finished_op() = default;
+  // Hands the handler to its executor with post() or dispatch(); this object is gone afterwards.
+  virtual void post() = 0;
+  virtual void dispatch() = 0;
+};
+
+template <class... Args>
+class pending_op : public finished_op {
+ public:
+  // Sets the result: the handler runs once post() or dispatch() is called.
+  virtual finished_op* finish(Args... args) = 0;
   // Posts the handler with `args` and destroys this object.
-  virtual void complete(Args... args) = 0;
+  void complete(Args... args) { finish(std::move(args)...)->post(); }
 };
 
 template <class Handler, class Executor, class... Args>
@@ -50,13 +63,20 @@ class pending_op_impl final : public pending_op<Args...> {
     }
   }
 
-  void complete(Args... args) override {
+  finished_op* finish(Args... args) override {
     if (slot_.is_connected()) slot_.clear();
     args_.emplace(std::move(args)...);
-    // What is posted is this object itself (owned by the function object): moving the handler,
-    // its work guard and the arguments into a new one cost more than the rest of a completion.
+    return this;
+  }
+  // What is posted is this object itself (owned by the function object): moving the handler,
+  // its work guard and the arguments into a new one cost more than the rest of a completion.
+  void post() override {
     const auto ex = work_.get_executor();
     asio::post(ex, invoker{std::unique_ptr<pending_op_impl>(this)});
+  }
+  void dispatch() override {
+    const auto ex = work_.get_executor();
+    asio::dispatch(ex, invoker{std::unique_ptr<pending_op_impl>(this)});
   }
 
  private:

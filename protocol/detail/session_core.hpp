@@ -146,6 +146,9 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   bool prepare_batch(std::vector<asio::const_buffer>& out);
   void batch_done(std::error_code ec);
   bool reading_stopped() const { return closed_ || failing_; }
+  // Runs the handlers of the reads and accepts that the last on_input() completed. The read loop
+  // calls it right after on_input(), and nothing else may.
+  void run_inline_completions();
   asio::awaitable<void> wait_for_work();
 
  protected:
@@ -180,6 +183,8 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void queue_data(stream_state& s, bool wake = true);
   void queue_session_frame(const frame_header& h);
   void notify_writer();
+  // A completed read or accept: kept for run_inline_completions() while on_input() runs, else posted.
+  void deliver(finished_op* op);
   // Writes what is queued at once (write_directly) when the writer is idle and has not written
   // directly within direct_write_gap; else wakes it. Only as the last step of a handle's call.
   void send_now_or_wake();
@@ -217,6 +222,8 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   std::uint32_t payload_stream_ = 0;  // stream the current Data payload belongs to, 0 = discard
   std::uint16_t payload_flags_ = 0;   // FIN/RST of the current Data frame, applied after its payload
   std::vector<std::uint32_t> filled_reads_;  // streams whose read_filled > 0, in on_input() only
+  bool collecting_ = false;                  // in on_input(): see deliver()
+  std::vector<finished_op*> inline_completions_;
 
   // Writer state.
   std::vector<frame_header> session_frames_;
