@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 #include <string_view>
+#include <tuple>
 
 #include <asio/cancellation_state.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -346,6 +347,17 @@ std::shared_ptr<yamux::session> accepting_session(const listener_state& st) {
   return st.session;
 }
 
+namespace {
+
+// The stream as the application sees it: the public client's endpoints from its PROXY header (none
+// for a LOCAL one).
+stream client_stream(yamux::stream s, const proxy_info& info) {
+  if (info.local) return stream(std::move(s), {}, {});
+  return stream(std::move(s), info.source, info.destination);
+}
+
+}  // namespace
+
 taken_stream take_stream(listener_state& st, yamux::stream s) {
   if (!st.def.proxy_protocol) return {taken_stream::kind::ready, stream(std::move(s), {}, {}), {}};
   // Only a header that is all there is taken; otherwise nothing is consumed and accept_one reads it.
@@ -365,64 +377,44 @@ taken_stream take_stream(listener_state& st, yamux::stream s) {
     s.reset();
     return {taken_stream::kind::dropped, {}, {}};
   }
-  asio::ip::tcp::endpoint remote, local;
-  if (!parsed.info.local) {
-    remote = parsed.info.source;
-    local = parsed.info.destination;
-  }
-  return {taken_stream::kind::ready, stream(std::move(s), remote, local), {}};
+  return {taken_stream::kind::ready, client_stream(std::move(s), parsed.info), {}};
 }
 
-asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st, yamux::stream first) {
+asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st, yamux::stream s) {
   const auto aborted = [&] {
     return std::pair{st->closed && st->failure.code ? st->failure.code : std::error_code(asio::error::operation_aborted),
                      stream{}};
   };
-  if (first.is_open()) {  // taken from the session already (start_accept): its header is on its way
-    co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());  // as below
-    auto info = co_await read_proxy_header(*st, first);
-    co_await asio::this_coro::reset_cancellation_state();
-    if (info) {
-      if (info->local) co_return std::pair{std::error_code{}, stream(std::move(first), {}, {})};
-      co_return std::pair{std::error_code{}, stream(std::move(first), info->source, info->destination)};
-    }
-    first.reset();
-  }
   for (;;) {
-    if (st->closed) co_return aborted();
-    auto session = st->session;
-    if (!session || !session->is_open()) {
-      // Draining with no session left: nothing more will come.
-      if (st->draining) co_return aborted();
-      // Reconnecting: wait for the supervisor's signal (a cancelled wait is the wake-up).
-      co_await st->session_ready.async_wait(use_tuple);
-      if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::pair{std::error_code(asio::error::operation_aborted), stream{}};
-      continue;
-    }
-    // Also while draining: streams the master opened before it saw our GoAway are still ours to
-    // serve; the session refuses later ones, and the drain closes it once everything is done.
-    auto [ec, s] = co_await session->async_accept(use_tuple);
-    if (cancelled(co_await asio::this_coro::cancellation_state)) {
-      if (!ec) s.reset();  // taken from the session just as the caller gave up: refuse it
-      co_return std::pair{std::error_code(asio::error::operation_aborted), stream{}};
-    }
-    if (ec) continue;  // the session ended: the supervisor reconnects (or we were closed)
-    asio::ip::tcp::endpoint remote, local;
-    if (st->def.proxy_protocol) {
-      // A caller giving up now would lose this stream: finish reading its header first.
-      co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
-      auto info = co_await read_proxy_header(*st, s);
-      co_await asio::this_coro::reset_cancellation_state();
-      if (!info) {
-        s.reset();
+    if (!s.is_open()) {  // else taken from the session already (start_accept), its header on its way
+      if (st->closed) co_return aborted();
+      auto session = st->session;
+      if (!session || !session->is_open()) {
+        // Draining with no session left: nothing more will come.
+        if (st->draining) co_return aborted();
+        // Reconnecting: wait for the supervisor's signal (a cancelled wait is the wake-up).
+        co_await st->session_ready.async_wait(use_tuple);
+        if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::pair{std::error_code(asio::error::operation_aborted), stream{}};
         continue;
       }
-      if (!info->local) {
-        remote = info->source;
-        local = info->destination;
+      // Also while draining: streams the master opened before it saw our GoAway are still ours to
+      // serve; the session refuses later ones, and the drain closes it once everything is done.
+      std::error_code ec;
+      std::tie(ec, s) = co_await session->async_accept(use_tuple);
+      if (cancelled(co_await asio::this_coro::cancellation_state)) {
+        if (!ec) s.reset();  // taken from the session just as the caller gave up: refuse it
+        co_return std::pair{std::error_code(asio::error::operation_aborted), stream{}};
       }
+      if (ec) continue;  // the session ended: the supervisor reconnects (or we were closed)
     }
-    co_return std::pair{std::error_code{}, stream(std::move(s), remote, local)};
+    if (!st->def.proxy_protocol) co_return std::pair{std::error_code{}, stream(std::move(s), {}, {})};
+    // A caller giving up now would lose this stream: finish reading its header first.
+    co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+    auto info = co_await read_proxy_header(*st, s);
+    co_await asio::this_coro::reset_cancellation_state();
+    if (info) co_return std::pair{std::error_code{}, client_stream(std::move(s), *info)};
+    s.reset();
+    s = yamux::stream{};
   }
 }
 

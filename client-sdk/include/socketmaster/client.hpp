@@ -136,9 +136,9 @@ class stream {
 namespace detail {
 struct listener_state;
 // Accepts the next stream with all the listener's rules (reconnects, drain, close, PROXY header
-// within its deadline); `first`: a stream already taken from the session whose header is on its way.
+// within its deadline); `taken`: a stream already taken from the session, its header on its way.
 asio::awaitable<std::pair<std::error_code, stream>> accept_one(std::shared_ptr<listener_state> st,
-                                                               yamux::stream first = {});
+                                                               yamux::stream taken = {});
 // The session an accept can wait on directly: open, and the listener not closed; else null.
 std::shared_ptr<yamux::session> accepting_session(const listener_state& st);
 // A stream just taken from the session: ready (its PROXY header was there whole and is read),
