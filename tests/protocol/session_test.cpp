@@ -829,8 +829,9 @@ TEST_CASE("a read that arriving data completes runs its handler in the read loop
   // Driven by hand, one handler at a time: run_one() runs the transport read's completion, in
   // which the read loop handles the frame and (now) our handler too.
   asio::io_context io;
-  auto [raw, b] = socket_pair(io);
-  session server(std::move(b), role::server);
+  auto sockets = socket_pair(io);  // not a structured binding: the lambda below uses it (clang 14)
+  auto& raw = sockets.first;
+  session server(std::move(sockets.second), role::server);
   const auto send_frame = [&](const frame_header& h, std::string_view payload) {
     const auto hb = encode(h);
     asio::write(raw, std::array{asio::buffer(hb), asio::buffer(payload.data(), payload.size())});
