@@ -137,8 +137,9 @@ struct idle_connections {
   }
 };
 
+// `prefix` by value: the plain-port mode passes a temporary, which a reference would outlive.
 template <class Stream>
-asio::awaitable<void> serve_connection(Stream s, std::string client, const std::string& text, const std::string& prefix,
+asio::awaitable<void> serve_connection(Stream s, std::string client, const std::string& text, std::string prefix,
                                        idle_connections& idle) {
   std::string buf;
   for (;;) {
