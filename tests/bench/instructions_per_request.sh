@@ -36,6 +36,7 @@ start() {
   local name=$1 pattern=$2; shift 2
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
+  last_pid=$!
   for _ in $(seq 300); do
     grep -q "$pattern" "$work/$name.log" && return 0
     sleep 0.1
@@ -46,37 +47,40 @@ start() {
 port_in() { grep -o "$1" "$work/$2.log" | head -1 | grep -o '[0-9]*$'; }
 under_callgrind() { echo valgrind --tool=callgrind --callgrind-out-file="$work/$1.out"; }
 
-# measure NAME URL: wrk against URL, then stops NAME's callgrind and prints its figure.
+# measure NAME PID URL: wrk against URL, then stops NAME (valgrind, PID) and, once callgrind has
+# written its counts and exited, prints its figure.
 measure() {
-  local name=$1 url=$2 requests total
+  local name=$1 pid=$2 url=$3 requests total
   requests=$(wrk -t1 -c10 -d4s "${wrk_extra[@]}" "$url" | grep -o '^ *[0-9]* requests' | grep -o '[0-9]*')
-  pkill -INT -f "callgrind-out-file=$work/$name.out"
-  for _ in $(seq 100); do [[ -s $work/$name.out ]] && break; sleep 0.2; done
-  sleep 1
+  kill -INT "$pid"
+  wait "$pid" || true
   total=$(callgrind_annotate "$work/$name.out" 2>/dev/null | grep "PROGRAM TOTALS" | grep -o '^[0-9,]*' | tr -d ,)
   printf '%-22s %-10s %8d requests %8d instructions per request\n' "$name" "$mode" "$requests" $((total / requests))
 }
 
 run_case() {  # which of master, hello-sdk, sidecar runs under callgrind
-  local target=$1 ctrl public backend
+  local target=$1 ctrl public backend target_pid=
   pids=()
   local m=() h=() c=()
   [[ $target == master ]] && m=($(under_callgrind master))
   [[ $target == hello-sdk ]] && h=($(under_callgrind hello-sdk))
   [[ $target == sidecar ]] && c=($(under_callgrind sidecar))
   start master "control port listening" "${m[@]}" "$build/server/socketmaster" --control 127.0.0.1:0 --drain-timeout 1
+  [[ $target == master ]] && target_pid=$last_pid
   ctrl=127.0.0.1:$(port_in 'listening on 127.0.0.1:[0-9]*' master)
   if [[ $target == sidecar ]]; then
     start backend "^listening" "$build/examples/hello" --listen 127.0.0.1:0 --text hi
     backend=127.0.0.1:$(port_in '^listening [0-9.:]*' backend)
     start sidecar "listening on" "${c[@]}" "$build/client-sdk/socketmaster-connect" --master "$ctrl" --port 0 --http \
       --backend "$backend" --drain-timeout 1
+    target_pid=$last_pid
     public=$(port_in 'listening on [^ ]*' sidecar)
   else
     start hello-sdk "^listening" "${h[@]}" "$build/examples/hello" --master "$ctrl" --port 0 --text hi --drain-timeout 1
+    [[ $target == hello-sdk ]] && target_pid=$last_pid
     public=$(port_in '^listening [^ ]*' hello-sdk)
   fi
-  measure "$target" "http://127.0.0.1:$public/"
+  measure "$target" "$target_pid" "http://127.0.0.1:$public/"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
