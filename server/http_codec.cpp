@@ -18,6 +18,7 @@
 #include <llhttp.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 
 namespace socketmaster::server {
@@ -156,6 +157,21 @@ class section_scanner {
   const char* error_ = "";
   bool too_large_ = false;
 };
+
+// Whether `line` is exactly "METHOD SP target SP HTTP/major.minor", compared piece by piece rather
+// than by building that string for every request.
+bool is_request_line(std::string_view line, const request_head& h) {
+  const auto take = [&line](std::string_view part) {
+    if (!line.starts_with(part)) return false;
+    line.remove_prefix(part.size());
+    return true;
+  };
+  char version[32];
+  char* end = std::to_chars(version, version + 15, h.version_major).ptr;
+  *end++ = '.';
+  end = std::to_chars(end, version + sizeof version, h.version_minor).ptr;
+  return take(h.method) && take(" ") && take(h.target) && take(" HTTP/") && line == std::string_view(version, end);
+}
 
 }  // namespace
 
@@ -411,13 +427,20 @@ class message_parser {
   }
 
   std::vector<http_header>& headers() { return request_ ? request.headers : response.headers; }
+  static constexpr std::size_t typical_headers = 16;
 
   int on_message_begin() {
+    // A fresh head, except that the header list keeps its room: growing it one header at a time
+    // was most of the parser's allocations per message.
+    auto kept = std::move(headers());
+    kept.clear();
     if (request_) {
       request = {};
     } else {
       response = {};
     }
+    if (kept.capacity() < typical_headers) kept.reserve(typical_headers);
+    headers() = std::move(kept);
     field_.clear();
     value_.clear();
     value_has_ctl_ = false;
@@ -495,9 +518,7 @@ class message_parser {
     h.version_minor = llhttp_.http_minor;
     // llhttp accepts extra spaces and other protocols (RTSP/, ICE/) here; we want exactly
     // method SP request-target SP HTTP-version.
-    const std::string line = h.method + ' ' + h.target + " HTTP/" + std::to_string(h.version_major) + '.' +
-                             std::to_string(h.version_minor);
-    if (scanner_.start_line() != line) return reject(400, "The request line is malformed.");
+    if (!is_request_line(scanner_.start_line(), h)) return reject(400, "The request line is malformed.");
     if (h.version_major != 1 || h.version_minor > 1) return reject(505, "Only HTTP/1.0 and HTTP/1.1 are supported.");
     if (h.target.empty() || std::any_of(h.target.begin(), h.target.end(), [](char c) {
           return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
@@ -678,6 +699,11 @@ const response_head& response_parser::head() const { return impl_->response; }
 
 namespace {
 
+void append_request_line(std::string& out, const request_head& head) {
+  out.append(head.method).append(" ").append(head.target).append(" HTTP/");
+  out.append(std::to_string(head.version_major)).append(".").append(std::to_string(head.version_minor)).append("\r\n");
+}
+
 void append_headers(std::string& out, std::span<const http_header> headers, std::span<const http_header> extra) {
   for (const auto& h : headers) {
     const bool replaced = std::any_of(extra.begin(), extra.end(), [&](const http_header& e) { return iequals(e.name, h.name); });
@@ -693,8 +719,7 @@ void append_headers(std::string& out, std::span<const http_header> headers, std:
 std::string serialize_request_head(const request_head& head, std::span<const http_header> extra) {
   std::string out;
   out.reserve(256);
-  out.append(head.method).append(" ").append(head.target).append(" HTTP/");
-  out.append(std::to_string(head.version_major)).append(".").append(std::to_string(head.version_minor)).append("\r\n");
+  append_request_line(out, head);
   append_headers(out, head.headers, extra);
   return out;
 }
@@ -708,18 +733,24 @@ std::string serialize_response_head(const response_head& head, std::span<const h
   return out;
 }
 
-std::vector<http_header> forwarded_headers(const request_head& head, std::string_view client_ip, bool tls) {
-  std::string chain;
+std::string serialize_forwarded_request_head(const request_head& head, std::string_view client_ip, bool tls) {
+  constexpr std::string_view xff = "X-Forwarded-For";
+  std::size_t size = head.method.size() + head.target.size() + head.host.size() + client_ip.size() + 96;
+  for (const auto& h : head.headers) size += h.name.size() + h.value.size() + 4;
+  std::string out;
+  out.reserve(size);  // one allocation: this runs for every proxied request
+  append_request_line(out, head);
   for (const auto& h : head.headers) {
-    if (!iequals(h.name, "X-Forwarded-For") || h.value.empty()) continue;
-    if (!chain.empty()) chain.append(", ");
-    chain.append(h.value);
+    if (iequals(h.name, xff) || iequals(h.name, "X-Forwarded-Proto") || iequals(h.name, "X-Forwarded-Host")) continue;
+    out.append(h.name).append(": ").append(h.value).append("\r\n");
   }
-  if (!chain.empty()) chain.append(", ");
-  chain.append(client_ip);
-  return {{"X-Forwarded-For", std::move(chain)},
-          {"X-Forwarded-Proto", tls ? "https" : "http"},
-          {"X-Forwarded-Host", head.host}};
+  out.append(xff).append(": ");
+  for (const auto& h : head.headers) {
+    if (iequals(h.name, xff) && !h.value.empty()) out.append(h.value).append(", ");
+  }
+  out.append(client_ip).append("\r\nX-Forwarded-Proto: ").append(tls ? "https" : "http");
+  out.append("\r\nX-Forwarded-Host: ").append(head.host).append("\r\n\r\n");
+  return out;
 }
 
 std::string_view reason_phrase(int status) {

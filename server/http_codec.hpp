@@ -149,21 +149,23 @@ class response_parser {
 
 // "METHOD target HTTP/x.y\r\n", the head's headers in their original order and case, then `extra`,
 // then "\r\n". A header of the head whose name (case-insensitively) is also in `extra` is left out:
-// `extra` replaces it. That is how forwarded_headers() keeps clients from spoofing.
+// `extra` replaces it.
 std::string serialize_request_head(const request_head& head, std::span<const http_header> extra = {});
 
 // "HTTP/x.y status reason\r\n", headers, `extra` (replacing same-named headers), "\r\n".
 std::string serialize_response_head(const response_head& head, std::span<const http_header> extra = {});
 
-// The headers a proxy adds, to be passed as serialize_request_head's `extra`:
+// The head as a proxy forwards it: serialize_request_head's, with these three headers at the end
+// in place of any the client sent:
 //   X-Forwarded-For: the client's own X-Forwarded-For values (all of them, in order) followed by
 //     client_ip, as proxies conventionally append. Only the last entry is ours: a backend must not
 //     trust entries to the left of it.
 //   X-Forwarded-Proto: "https" or "http", from how the client reached us.
 //   X-Forwarded-Host: head.host (empty if the request had none).
 // All three are always present, so the client's own copies are always replaced, never forwarded.
+// Written in one pass into one allocation: it runs for every proxied request.
 // TODO(forwarded-header): the RFC 7239 Forwarded header from the client is still passed through.
-std::vector<http_header> forwarded_headers(const request_head& head, std::string_view client_ip, bool tls);
+std::string serialize_forwarded_request_head(const request_head& head, std::string_view client_ip, bool tls);
 
 // The RFC 9110 reason phrase of a status ("Bad Request"); "Unknown" for codes we do not know.
 std::string_view reason_phrase(int status);

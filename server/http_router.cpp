@@ -411,8 +411,7 @@ class http_connection {
   asio::awaitable<exchange_result> exchange(const request_head& head, bool may_retry) {
     const bool client_keep_alive = head.keep_alive;
     const std::string method = head.method;
-    const std::string serialized =
-        serialize_request_head(head, forwarded_headers(head, client_ip_, info_.tls));
+    const std::string serialized = serialize_forwarded_request_head(head, client_ip_, info_.tls);
     response_bytes_ = 0;
     const std::array<asio::const_buffer, 2> out{asio::buffer(proxy_prefix_), asio::buffer(serialized)};
     auto [wec, wn] = co_await asio::async_write(link_.stream, out, use_tuple);

@@ -12,6 +12,12 @@ namespace socketmaster::server {
 
 namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+#ifdef __linux__
+constexpr bool accepts_inherit_no_delay = true;  // an accepted socket is a clone of the listening one
+#else
+constexpr bool accepts_inherit_no_delay = false;
+#endif
 }
 
 struct upstream_listener::state {
@@ -44,6 +50,9 @@ std::unique_ptr<upstream_listener> upstream_listener::bind(const asio::any_io_ex
   }
   if (ec) return nullptr;
   acc.set_option(asio::socket_base::reuse_address(true), ec);
+  // Proxied answers must not wait for Nagle. Linux gives accepted sockets the listener's
+  // TCP_NODELAY, which saves a setsockopt() per connection (see accepts_inherit_no_delay).
+  if (!ec) acc.set_option(asio::ip::tcp::no_delay(true), ec);
   if (!ec) acc.bind(ep, ec);
   if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return nullptr;
@@ -79,8 +88,10 @@ void upstream_listener::start(accept_handler on_accept) {
         co_await backoff.async_wait(use_tuple);
         continue;
       }
-      std::error_code nd;
-      sock.set_option(asio::ip::tcp::no_delay(true), nd);
+      if constexpr (!accepts_inherit_no_delay) {
+        std::error_code nd;
+        sock.set_option(asio::ip::tcp::no_delay(true), nd);
+      }
       handler(std::move(sock), peer);
     }
   };
