@@ -76,27 +76,37 @@ stream_state* session_core::find(std::uint32_t id) {
 }
 
 stream_state& session_core::create_stream(std::uint32_t id) {
-  auto s = std::make_unique<stream_state>();
+  stream_state* s;
+  if (!spare_streams_.empty()) {
+    auto node = std::move(spare_streams_.back());
+    spare_streams_.pop_back();
+    node.key() = id;
+    s = node.mapped().get();
+    streams_.insert(std::move(node));
+  } else {
+    s = streams_.emplace(id, std::make_unique<stream_state>()).first->second.get();
+  }
   s->id = id;
   s->recv_window = config_.initial_stream_window;
   s->recv_window_size = config_.initial_stream_window;
   s->last_update = clock::now();
-  auto& ref = *s;
-  streams_.emplace(id, std::move(s));
-  return ref;
+  return *s;
 }
 
 void session_core::erase_stream(std::uint32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   window_growth_ -= it->second->recv_window_size - config_.initial_stream_window;
-  auto gone = std::move(it->second);
-  streams_.erase(it);
-  opened_stream_answered(*gone);  // an id that leaves unanswered must not hold a slot forever
+  auto node = streams_.extract(it);
+  opened_stream_answered(*node.mapped());  // an id that leaves unanswered must not hold a slot forever
   if (streams_.empty() && !idle_ops_.empty()) {
     auto idle = std::move(idle_ops_);
     idle_ops_.clear();
     for (auto* op : idle) op->complete(closed_ ? close_reason_ : std::error_code{});
+  }
+  if (spare_streams_.size() < max_spare_streams) {
+    *node.mapped() = stream_state{};
+    spare_streams_.push_back(std::move(node));
   }
 }
 

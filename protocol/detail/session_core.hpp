@@ -206,7 +206,13 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   role role_;
   config config_;
 
-  std::unordered_map<std::uint32_t, std::unique_ptr<stream_state>> streams_;
+  using stream_map = std::unordered_map<std::uint32_t, std::unique_ptr<stream_state>>;
+  stream_map streams_;
+  // Entries of ended streams (map node and state together), reused by the next ones: a stream per
+  // request otherwise costs two allocations and two frees on each side (issue 6). A reused state is
+  // a fresh one: it is reset when it ends, and ids are never reused, so no lookup can reach it.
+  std::vector<stream_map::node_type> spare_streams_;
+  static constexpr std::size_t max_spare_streams = 64;
   std::deque<stream_state*> backlog_;  // opened by the peer, not yet accepted
   std::deque<accept_op*> accept_ops_;
   std::uint32_t next_id_;

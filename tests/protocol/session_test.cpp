@@ -1042,6 +1042,44 @@ TEST_CASE("destroying streams frees their ids on both sides") {
   });
 }
 
+TEST_CASE("streams that take the places of ended ones start afresh: no old bytes, flags or windows") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto sessions = make_sessions(io);
+    session &client = sessions.client, &server = sessions.server;
+    const auto full = pattern(initial_stream_window, 3);
+    // Ended streams that leave state behind: a window's worth unread, FIN seen, then RST.
+    for (int i = 0; i < 3; ++i) {
+      auto c = client.open();
+      co_await asio::async_write(c, asio::buffer(full), asio::use_awaitable);
+      c.shutdown_send();
+      auto s = co_await accept_ok(server);
+      while (s.available() < full.size()) co_await server.async_ping(asio::use_awaitable);
+      co_await asio::async_write(s, asio::buffer(full), asio::use_awaitable);
+      if (i == 2) s.reset();
+    }
+    co_await client.async_ping(asio::use_awaitable);
+    co_await server.async_ping(asio::use_awaitable);
+    REQUIRE(client.stream_count() == 0);
+    REQUIRE(server.stream_count() == 0);
+    // New streams, both ways, each with exactly its own bytes and a full window each way.
+    for (int i = 0; i < 3; ++i) {
+      auto c = client.open();
+      const auto mine = pattern(initial_stream_window, 10 + static_cast<unsigned>(i));
+      co_await asio::async_write(c, asio::buffer(mine), asio::use_awaitable);
+      auto s = co_await accept_ok(server);
+      co_await asio::async_write(s, asio::buffer(mine), asio::use_awaitable);  // the whole window, unread
+      c.shutdown_send();
+      s.shutdown_send();
+      auto [up, up_ec] = co_await read_all(s);
+      auto [down, down_ec] = co_await read_all(c);
+      CHECK(up_ec == asio::error::eof);
+      CHECK(down_ec == asio::error::eof);
+      CHECK(up == mine);
+      CHECK(down == mine);
+    }
+  });
+}
+
 TEST_CASE("1,000 concurrent streams each echo 64 KiB intact") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto sessions = make_sessions(io);
