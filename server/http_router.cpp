@@ -122,14 +122,14 @@ class http_connection {
         // Formatted once per connection, not per request.
         client_ip_(ip_text(info.client.address())),
         requests_({reg.config().max_header_bytes, reg.config().max_headers}),
-        watchdog_(client.get_executor()),
-        watch_(std::make_shared<watch_state>(watch_state{this})) {}
-  ~http_connection() { watch_->connection = nullptr; }  // a wait still queued finds nobody
+        watchdog_(client.get_executor()) {}
+  ~http_connection() {
+    if (watch_) watch_->connection = nullptr;  // a wait still queued finds nobody
+  }
   http_connection(const http_connection&) = delete;
   http_connection& operator=(const http_connection&) = delete;
 
   asio::awaitable<void> run() {
-    arm_watchdog(watch_, clock::now() + reg_.config().header_timeout);
     for (;;) {
       const bool first_bytes_buffered = in_begin_ < in_end_;
       auto [event, status, reason] = co_await read_head(first_bytes_buffered);
@@ -201,10 +201,21 @@ class http_connection {
   // read_head() only stores the deadline; the timer wakes at most once per header_timeout, sees
   // whether the deadline has passed, and if so cancels the client's pending read. The timer's
   // handler outlives the connection when it is already queued, so it reaches the connection
-  // through watch_state, which the destructor empties.
+  // through watch_state, which the destructor empties. The timer is armed only once the
+  // connection first has to wait for its client (expect_by): a request that is there at accept
+  // and an answer the socket takes at once need no timer (Connection: close, issue 6).
   struct watch_state {
     http_connection* connection;
   };
+  // Before waiting for the client: makes sure the watchdog looks no later than `deadline`.
+  void expect_by(clock::time_point deadline) {
+    if (!watch_) {
+      watch_ = std::make_shared<watch_state>(watch_state{this});
+      arm_watchdog(watch_, deadline);
+    } else if (watchdog_.expiry() > deadline) {
+      arm_watchdog(watch_, deadline);
+    }
+  }
   static void arm_watchdog(const std::shared_ptr<watch_state>& watch, clock::time_point at) {
     auto& timer = watch->connection->watchdog_;
     timer.expires_at(at);
@@ -239,7 +250,7 @@ class http_connection {
   template <class ConstBuffers>
   asio::awaitable<std::tuple<std::error_code, std::size_t>> write_client(const ConstBuffers& buffers) {
     write_deadline_ = clock::now() + reg_.config().client_write_timeout;
-    if (watchdog_.expiry() > write_deadline_) arm_watchdog(watch_, write_deadline_);
+    expect_by(write_deadline_);
     auto result = co_await asio::async_write(client_, buffers, use_tuple);
     write_deadline_ = clock::time_point::max();
     co_return result;
@@ -356,6 +367,7 @@ class http_connection {
           // cannot wait this way: OpenSSL may already hold decrypted bytes.)
           release_idle_buffers();
           park_parsers();
+          expect_by(head_deadline_);
           auto [wec] = co_await client_.async_wait(asio::socket_base::wait_read, use_tuple);
           if (head_timed_out_ || wec) co_return head_outcome{head_event::closed};
           unpark_parsers();
@@ -365,8 +377,10 @@ class http_connection {
       std::error_code ec = asio::error::would_block;
       std::size_t n = 0;
       if constexpr (plain_socket) n = try_receive(client_, asio::buffer(in_.get(), client_buffer_size), ec);
-      if (ec == asio::error::would_block)
+      if (ec == asio::error::would_block) {
+        expect_by(head_deadline_);
         std::tie(ec, n) = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
+      }
       if (head_timed_out_) {
         if (started) co_return head_outcome{head_event::failed, 408, "the request head did not arrive in time"};
         co_return head_outcome{head_event::closed};  // an idle keep-alive connection: just close
