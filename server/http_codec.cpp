@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 
 namespace socketmaster::server {
 
@@ -120,9 +121,13 @@ class section_scanner {
         return fail(i, lines_ > 0 ? "has a line starting with whitespace (obs-fold)" : "starts with whitespace", false);
       // The rest of the line up to its CR (or LF, or the size limit) in one step: a byte-by-byte
       // walk through this branch cost the master as much as llhttp itself (issue 6, callgrind).
+      // memchr, vectorised, beats a byte loop even on short header lines.
       const std::size_t limit = std::min(in.size(), i + (max_bytes_ - total_));
-      std::size_t end = i + 1;
-      while (end < limit && in[end] != '\r' && in[end] != '\n') ++end;
+      const char* from = in.data() + i + 1;
+      const char* to = in.data() + limit;
+      if (const void* cr = std::memchr(from, '\r', static_cast<std::size_t>(to - from))) to = static_cast<const char*>(cr);
+      if (const void* lf = std::memchr(from, '\n', static_cast<std::size_t>(to - from))) to = static_cast<const char*>(lf);
+      const std::size_t end = static_cast<std::size_t>(to - in.data());
       const std::size_t run = end - i;
       if (lines_ == 0) start_line_.append(in.data() + i, run);
       line_length_ += run;
