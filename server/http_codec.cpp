@@ -253,6 +253,17 @@ class message_parser {
 
   void expect(std::string_view method) { expected_method_ = method; }
 
+  // A new parser's state with the same limits, keeping the header lists' room.
+  void reset() {
+    auto kept_request = std::move(request.headers);
+    auto kept_response = std::move(response.headers);
+    *this = message_parser(request_ ? HTTP_REQUEST : HTTP_RESPONSE, limits_);
+    kept_request.clear();
+    kept_response.clear();
+    request.headers = std::move(kept_request);
+    response.headers = std::move(kept_response);
+  }
+
   request_head request;
   response_head response;
 
@@ -688,6 +699,7 @@ request_parser::request_parser(request_parser&&) noexcept = default;
 request_parser& request_parser::operator=(request_parser&&) noexcept = default;
 request_parser::~request_parser() = default;
 parse_result request_parser::feed(std::span<const char> in) { return impl_->feed(in); }
+void request_parser::reset() { impl_->reset(); }
 const request_head& request_parser::head() const { return impl_->request; }
 
 response_parser::response_parser(http_limits limits)
@@ -698,6 +710,7 @@ response_parser::~response_parser() = default;
 void response_parser::expect(std::string_view request_method) { impl_->expect(request_method); }
 parse_result response_parser::feed(std::span<const char> in) { return impl_->feed(in); }
 parse_result response_parser::finish() { return impl_->finish(); }
+void response_parser::reset() { impl_->reset(); }
 const response_head& response_parser::head() const { return impl_->response; }
 
 // --- serialisation -------------------------------------------------------------------------------

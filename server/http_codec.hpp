@@ -116,6 +116,9 @@ class request_parser {
 
   parse_result feed(std::span<const char> in);
   const request_head& head() const;
+  // Back to a new parser's state (same limits), keeping its memory: a pooled parser serves the
+  // next connection without allocating.
+  void reset();
 
  private:
   std::unique_ptr<detail::message_parser> impl_;
@@ -142,6 +145,7 @@ class response_parser {
   parse_result feed(std::span<const char> in);
   parse_result finish();
   const response_head& head() const;
+  void reset();  // as request_parser::reset
 
  private:
   std::unique_ptr<detail::message_parser> impl_;

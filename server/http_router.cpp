@@ -84,8 +84,10 @@ constexpr std::size_t bulk_buffer_size = 256 * 1024;
 // and its 16 KiB client buffer. A plain-TCP connection between requests parks them here and takes
 // them (or others) back when its client sends again, so an idle connection holds none of it and a
 // busy one does not pay malloc/free for it on every request (issue 6: master RSS per idle proxied
-// connection). Parked parsers are at a message boundary, where a parser carries nothing from one
-// message to the next. Bounded; per thread, as connections run on their thread's io_context.
+// connection). A connection that ends parks its parsers too, reset, and a new one takes parsers
+// from here first. Parked parsers are at a message boundary, where a parser carries nothing from
+// one message to the next, or reset. Bounded; per thread, as connections run on their thread's
+// io_context.
 struct idle_pool {
   static constexpr std::size_t max_each = 64;
   struct parked_request_parser {
@@ -95,6 +97,21 @@ struct idle_pool {
   std::vector<std::unique_ptr<char[]>> buffers;  // each client_buffer_size
   std::vector<parked_request_parser> requests;
   std::vector<response_parser> responses;
+
+  // A parked parser when there is one (with these limits), else a new one.
+  request_parser take_request_parser(std::size_t head_bytes, std::size_t headers) {
+    if (requests.empty() || requests.back().max_head_bytes != head_bytes || requests.back().max_headers != headers)
+      return request_parser({head_bytes, headers});
+    auto p = std::move(requests.back().parser);
+    requests.pop_back();
+    return p;
+  }
+  response_parser take_response_parser() {
+    if (responses.empty()) return response_parser();
+    auto p = std::move(responses.back());
+    responses.pop_back();
+    return p;
+  }
 
   static idle_pool& local() {
     thread_local idle_pool pool;
@@ -121,10 +138,18 @@ class http_connection {
         info_(info),
         // Formatted once per connection, not per request.
         client_ip_(ip_text(info.client.address())),
-        requests_({reg.config().max_header_bytes, reg.config().max_headers}),
+        requests_(idle_pool::local().take_request_parser(reg.config().max_header_bytes, reg.config().max_headers)),
+        responses_(idle_pool::local().take_response_parser()),
         watchdog_(client.get_executor()) {}
   ~http_connection() {
     if (watch_) watch_->connection = nullptr;  // a wait still queued finds nobody
+    // The parsers serve the next connection (a new one costs two allocations and their header
+    // lists two more: per request, with Connection: close).
+    if (!parsers_parked_) {
+      requests_.reset();
+      responses_.reset();
+      park_parsers();
+    }
   }
   http_connection(const http_connection&) = delete;
   http_connection& operator=(const http_connection&) = delete;
@@ -303,20 +328,8 @@ class http_connection {
     if (!parsers_parked_) return;
     parsers_parked_ = false;
     auto& pool = idle_pool::local();
-    const std::size_t head_bytes = reg_.config().max_header_bytes, headers = reg_.config().max_headers;
-    if (!pool.requests.empty() && pool.requests.back().max_head_bytes == head_bytes &&
-        pool.requests.back().max_headers == headers) {
-      requests_ = std::move(pool.requests.back().parser);
-      pool.requests.pop_back();
-    } else {
-      requests_ = request_parser({head_bytes, headers});
-    }
-    if (!pool.responses.empty()) {
-      responses_ = std::move(pool.responses.back());
-      pool.responses.pop_back();
-    } else {
-      responses_ = response_parser();
-    }
+    requests_ = pool.take_request_parser(reg_.config().max_header_bytes, reg_.config().max_headers);
+    responses_ = pool.take_response_parser();
   }
   struct idle_guard {
     registry& reg;

@@ -604,6 +604,33 @@ TEST_CASE("serialize_forwarded_request_head appends to X-Forwarded-For and overr
         "X-Forwarded-Host: \r\n\r\n");
 }
 
+TEST_CASE("reset() gives a parser that failed or stopped mid-message a new parser's state") {
+  request_parser requests({1024, 8});
+  REQUIRE(requests.feed(bytes("GET / HTTP/1.1\r\nHost: a\r\nX-Bad\r\n\r\n")).what == kind::error);
+  requests.reset();
+  auto r = requests.feed(bytes(get_b));
+  REQUIRE(r.what == kind::head);
+  CHECK(r.consumed == get_b.size());
+  CHECK(requests.head().host == "other.example");
+  CHECK(requests.head().headers.size() == 1);
+  // Limits survive a reset: a head over 1024 bytes is still refused.
+  requests.reset();
+  const std::string big = std::string("GET / HTTP/1.1\r\nHost: a\r\nX: ").append(1100, 'x').append("\r\n\r\n");
+  const auto refused = requests.feed(bytes(big));
+  CHECK(refused.what == kind::error);
+  CHECK(refused.status == 431);
+
+  response_parser responses;
+  responses.expect("GET");
+  REQUIRE(responses.feed(bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal")).what == kind::head);
+  responses.reset();
+  responses.expect("HEAD");
+  auto h = responses.feed(bytes("HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n"));
+  REQUIRE(h.what == kind::head);
+  CHECK(responses.head().status == 204);
+  CHECK(responses.head().headers.size() == 1);
+}
+
 TEST_CASE("a parser reused for many messages gives each its own headers") {
   request_parser p;
   std::string wire;
