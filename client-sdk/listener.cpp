@@ -366,8 +366,15 @@ taken_stream take_stream(listener_state& st, yamux::stream s) {
   auto parsed = parse_proxy_v2(fixed);
   if (parsed.what == proxy_parse_result::kind::need_more) {
     if (s.available() < parsed.header_bytes) return {taken_stream::kind::wait, {}, std::move(s)};
-    std::vector<std::byte> header(parsed.header_bytes);
-    s.read_buffered(asio::buffer(header));
+    // On the stack unless TLVs make it long (an address pair is at most 216 bytes).
+    std::array<std::byte, 256> small;
+    std::vector<std::byte> large;
+    std::span<std::byte> header(small.data(), parsed.header_bytes);
+    if (parsed.header_bytes > small.size()) {
+      large.resize(parsed.header_bytes);
+      header = large;
+    }
+    s.read_buffered(asio::buffer(header.data(), header.size()));
     parsed = parse_proxy_v2(header);
   } else {
     s.read_buffered(asio::buffer(fixed));

@@ -75,6 +75,7 @@ std::string ip_text(const asio::ip::address& a) {
 
 constexpr std::size_t client_buffer_size = 16 * 1024;
 constexpr std::size_t backend_buffer_size = 16 * 1024;
+static_assert(backend_buffer_size == client_buffer_size, "idle_pool keeps one size of buffer for both");
 // While a response body streams (a read filled the whole buffer), the backend buffer grows to
 // this, so that each stream read and each client write moves up to 256 KiB instead of 16 KiB; it
 // goes back to nothing when the response is over (issue 6: the 1 GiB transfer through the master).
@@ -94,7 +95,17 @@ struct idle_pool {
     std::size_t max_head_bytes, max_headers;  // the limits it was made with
     request_parser parser;
   };
-  std::vector<std::unique_ptr<char[]>> buffers;  // each client_buffer_size
+  std::vector<std::unique_ptr<char[]>> buffers;  // each client_buffer_size (= backend_buffer_size)
+
+  std::unique_ptr<char[]> take_buffer() {
+    if (buffers.empty()) return std::make_unique_for_overwrite<char[]>(client_buffer_size);
+    auto b = std::move(buffers.back());
+    buffers.pop_back();
+    return b;
+  }
+  void give_back(std::unique_ptr<char[]> b) {
+    if (b && buffers.size() < max_each) buffers.push_back(std::move(b));
+  }
   std::vector<parked_request_parser> requests;
   std::vector<response_parser> responses;
 
@@ -150,6 +161,8 @@ class http_connection {
       responses_.reset();
       park_parsers();
     }
+    idle_pool::local().give_back(std::move(in_));
+    give_back_out_buffer();
   }
   http_connection(const http_connection&) = delete;
   http_connection& operator=(const http_connection&) = delete;
@@ -288,28 +301,23 @@ class http_connection {
   static constexpr bool plain_socket = std::is_same_v<Client, asio::ip::tcp::socket>;
 
   void take_in_buffer() {
-    if (in_) return;
-    auto& pool = idle_pool::local();
-    if (pool.buffers.empty()) {
-      in_ = std::make_unique_for_overwrite<char[]>(client_buffer_size);
-    } else {
-      in_ = std::move(pool.buffers.back());
-      pool.buffers.pop_back();
-    }
+    if (!in_) in_ = idle_pool::local().take_buffer();
+  }
+  // The backend buffer, unless it grew for a bulk body, goes back to the pool too.
+  void give_back_out_buffer() {
+    if (out_capacity_ == backend_buffer_size) idle_pool::local().give_back(std::move(out_));
+    out_.reset();
+    out_capacity_ = 0;
+    out_begin_ = out_end_ = 0;
   }
   // Lets go of the buffers that hold no unprocessed bytes.
   void release_idle_buffers() {
     if (in_begin_ == in_end_) {
-      auto& pool = idle_pool::local();
-      if (in_ && pool.buffers.size() < idle_pool::max_each) pool.buffers.push_back(std::move(in_));
+      idle_pool::local().give_back(std::move(in_));
       in_.reset();
       in_begin_ = in_end_ = 0;
     }
-    if (out_begin_ == out_end_) {
-      out_.reset();
-      out_capacity_ = 0;
-      out_begin_ = out_end_ = 0;
-    }
+    if (out_begin_ == out_end_) give_back_out_buffer();
   }
   // Between requests (no byte of the next one read): the parsers go to the pool.
   void park_parsers() {
@@ -606,10 +614,13 @@ class http_connection {
       if (out_begin_ == out_end_) {
         out_begin_ = out_end_ = 0;
         // Nothing is left in the buffer here (the parser took it all), so it may be swapped.
-        if (!out_ || (out_filled_ && out_capacity_ < bulk_buffer_size)) {
-          out_capacity_ = out_ ? bulk_buffer_size : backend_buffer_size;
-          out_.reset();
-          out_ = std::make_unique_for_overwrite<char[]>(out_capacity_);
+        if (!out_) {
+          out_ = idle_pool::local().take_buffer();
+          out_capacity_ = backend_buffer_size;
+        } else if (out_filled_ && out_capacity_ < bulk_buffer_size) {
+          give_back_out_buffer();
+          out_ = std::make_unique_for_overwrite<char[]>(bulk_buffer_size);
+          out_capacity_ = bulk_buffer_size;
         }
       }
       const std::size_t space = out_capacity_ - out_end_;

@@ -2,14 +2,32 @@
 #include "byte_ring.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace socketmaster::yamux::detail {
 
+namespace {
+
+constexpr std::size_t first_capacity = 4096;
+
+// Most rings hold a few bytes for a moment (a request that arrived before its reader asked) and
+// are drained at once; the blocks of such rings are kept here, a few per thread, for the next
+// ring instead of a new[] and a delete[] per stream (issue 6).
+struct spare_blocks {
+  static constexpr std::size_t max = 16;
+  std::array<std::unique_ptr<std::byte[]>, max> blocks;
+  std::size_t count = 0;
+};
+thread_local spare_blocks spares;
+
+}  // namespace
+
 void byte_ring::grow(std::size_t needed) {
-  std::size_t cap = capacity_ ? capacity_ : 4096;
+  std::size_t cap = capacity_ ? capacity_ : first_capacity;
   while (cap < needed) cap *= 2;
-  auto fresh = std::make_unique_for_overwrite<std::byte[]>(cap);
+  auto fresh = cap == first_capacity && spares.count > 0 ? std::move(spares.blocks[--spares.count])
+                                                           : std::make_unique_for_overwrite<std::byte[]>(cap);
   const std::size_t copied = read(std::span<std::byte>(fresh.get(), size_));
   data_ = std::move(fresh);
   capacity_ = cap;
@@ -46,6 +64,8 @@ std::size_t byte_ring::read(std::span<std::byte> out) {
 }
 
 void byte_ring::clear() {
+  if (capacity_ == first_capacity && spares.count < spare_blocks::max)
+    spares.blocks[spares.count++] = std::move(data_);
   data_.reset();
   capacity_ = 0;
   head_ = 0;

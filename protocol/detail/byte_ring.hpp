@@ -1,5 +1,6 @@
 // A growable ring of bytes: a stream's receive buffer. It allocates only when bytes must wait for
-// the reader and frees its storage when drained, so an idle stream holds no buffer at all.
+// the reader and gives its storage up when drained, so an idle stream holds no buffer at all (a
+// first-size block goes to a small per-thread cache for the next ring).
 #pragma once
 
 #include <cstddef>

@@ -668,5 +668,26 @@ TEST_CASE("a PROXY header split across frames is read whole; a bad one is droppe
     auto [rec, n] = co_await asio::async_read(s, asio::buffer(got), use_tuple);
     CHECK_FALSE(rec);
     CHECK(got == payload);
+
+    // Longer than the SDK's buffer on the stack: the address pair and a 300-byte TLV, in one frame.
+    {
+      auto long_header = header;
+      const auto length = static_cast<unsigned>(header.size() - proxy_v2_fixed_bytes + 3 + 300);
+      long_header[14] = std::byte(length >> 8);
+      long_header[15] = std::byte(length & 0xff);
+      for (const unsigned b : {0xe0u, 300u >> 8, 300u & 0xff}) long_header.push_back(std::byte(b));
+      long_header.insert(long_header.end(), 300, std::byte{'t'});
+      accept_into(l, accepted);
+      auto tlv = master.open();
+      const std::array<asio::const_buffer, 2> parts{asio::buffer(long_header), asio::buffer(payload)};
+      co_await asio::async_write(tlv, parts, asio::use_awaitable);
+      auto [tec, ts] = co_await accepted.next();
+      REQUIRE_FALSE(tec);
+      CHECK(ts.remote_endpoint() == client);
+      std::string after(payload.size(), '\0');
+      auto [tlv_ec, tlv_n] = co_await asio::async_read(ts, asio::buffer(after), use_tuple);
+      CHECK_FALSE(tlv_ec);
+      CHECK(after == payload);
+    }
   });
 }
