@@ -599,6 +599,19 @@ asio::awaitable<yamux::session> hand_driven_master(asio::ip::tcp::acceptor& cont
   co_return yamux::session(std::move(sock), yamux::role::client);
 }
 
+// The next accepted stream: it must come from `client` and start with `payload`.
+asio::awaitable<client::stream> accepted_from(event_queue<accept_result>& accepted, asio::ip::tcp::endpoint client,
+                                              std::string payload) {
+  auto [ec, s] = co_await accepted.next();
+  REQUIRE_FALSE(ec);
+  CHECK(s.remote_endpoint() == client);
+  std::string got(payload.size(), '\0');
+  auto [rec, n] = co_await asio::async_read(s, asio::buffer(got), use_tuple);
+  CHECK_FALSE(rec);
+  CHECK(got == payload);
+  co_return std::move(s);
+}
+
 }  // namespace
 
 TEST_CASE("a PROXY header split across frames is read whole; a bad one is dropped at once, one that never completes after proxy_header_timeout") {
@@ -631,16 +644,7 @@ TEST_CASE("a PROXY header split across frames is read whole; a bad one is droppe
     CHECK(accepted.empty());
     co_await asio::async_write(split, std::array{asio::buffer(header.data() + 10, header.size() - 10), asio::buffer(payload)},
                                asio::use_awaitable);
-    {
-      auto [ec, s] = co_await accepted.next();
-      REQUIRE_FALSE(ec);
-      CHECK(s.remote_endpoint() == client);
-      CHECK(s.local_endpoint() == public_end);
-      std::string got(payload.size(), '\0');
-      auto [rec, n] = co_await asio::async_read(s, asio::buffer(got), use_tuple);
-      CHECK_FALSE(rec);
-      CHECK(got == payload);
-    }
+    CHECK((co_await accepted_from(accepted, client, payload)).local_endpoint() == public_end);
 
     // Not a PROXY header at all: reset at once, and the pending accept waits on.
     accept_into(l, accepted);
@@ -661,13 +665,7 @@ TEST_CASE("a PROXY header split across frames is read whole; a bad one is droppe
     CHECK(accepted.empty());
     auto whole = master.open();
     co_await asio::async_write(whole, std::array{asio::buffer(header), asio::buffer(payload)}, asio::use_awaitable);
-    auto [ec, s] = co_await accepted.next();
-    REQUIRE_FALSE(ec);
-    CHECK(s.remote_endpoint() == client);
-    std::string got(payload.size(), '\0');
-    auto [rec, n] = co_await asio::async_read(s, asio::buffer(got), use_tuple);
-    CHECK_FALSE(rec);
-    CHECK(got == payload);
+    co_await accepted_from(accepted, client, payload);
 
     // Longer than the SDK's buffer on the stack: the address pair and a 300-byte TLV, in one frame.
     {
@@ -681,13 +679,7 @@ TEST_CASE("a PROXY header split across frames is read whole; a bad one is droppe
       auto tlv = master.open();
       const std::array<asio::const_buffer, 2> parts{asio::buffer(long_header), asio::buffer(payload)};
       co_await asio::async_write(tlv, parts, asio::use_awaitable);
-      auto [tec, ts] = co_await accepted.next();
-      REQUIRE_FALSE(tec);
-      CHECK(ts.remote_endpoint() == client);
-      std::string after(payload.size(), '\0');
-      auto [tlv_ec, tlv_n] = co_await asio::async_read(ts, asio::buffer(after), use_tuple);
-      CHECK_FALSE(tlv_ec);
-      CHECK(after == payload);
+      co_await accepted_from(accepted, client, payload);
     }
   });
 }
