@@ -96,6 +96,8 @@ struct idle_pool {
     request_parser parser;
   };
   std::vector<std::unique_ptr<char[]>> buffers;  // each client_buffer_size (= backend_buffer_size)
+  std::vector<parked_request_parser> requests;
+  std::vector<response_parser> responses;
 
   std::unique_ptr<char[]> take_buffer() {
     if (buffers.empty()) return std::make_unique_for_overwrite<char[]>(client_buffer_size);
@@ -106,8 +108,6 @@ struct idle_pool {
   void give_back(std::unique_ptr<char[]> b) {
     if (b && buffers.size() < max_each) buffers.push_back(std::move(b));
   }
-  std::vector<parked_request_parser> requests;
-  std::vector<response_parser> responses;
 
   // A parked parser when there is one (with these limits), else a new one.
   request_parser take_request_parser(std::size_t head_bytes, std::size_t headers) {
@@ -603,11 +603,8 @@ class http_connection {
         if (final_head_parsed_) response_started_ = true;
       }
       if (done) {
-        if (out_capacity_ > backend_buffer_size && out_begin_ == out_end_) {
-          out_.reset();  // the bulk buffer only lives while a body flows
-          out_capacity_ = 0;
-          out_begin_ = out_end_ = 0;
-        }
+        // The bulk buffer only lives while a body flows.
+        if (out_capacity_ > backend_buffer_size && out_begin_ == out_end_) give_back_out_buffer();
         out_filled_ = false;
         co_return true;
       }

@@ -37,10 +37,9 @@ start() {
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
   last_pid=$!
-  for _ in $(seq 300); do
-    grep -q "$pattern" "$work/$name.log" && return 0
-    sleep 0.1
-  done
+  # Follows the log as it is written (tail -f wakes on each write) and ends with the process, so
+  # a server that dies before it is ready fails at once; 60 s at most.
+  grep -q -m1 "$pattern" <(timeout 60 tail -n +1 --pid="$last_pid" -f "$work/$name.log") && return 0
   echo "instructions_per_request: $name did not start: $(tail -3 "$work/$name.log")" >&2
   exit 1
 }
