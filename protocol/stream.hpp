@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <system_error>
@@ -60,6 +61,20 @@ class stream {
   // none or a read is pending (EOF and errors show on the next async_read_some). For a header
   // that normally comes in the stream's first frame: no event-loop turn, no timer.
   std::size_t read_buffered(asio::mutable_buffer b) { return state_ ? core_->read_buffered(*state_, b) : 0; }
+  // The bytes read_buffered() would take, where they lie (two pieces when they wrap), valid until
+  // the stream is next used or the session next reads; consume_buffered(n) then removes the first
+  // n as a read would. For sending them on without a copy (the master's bulk bodies, issue 6).
+  std::array<asio::const_buffer, 2> buffered_data() const {
+    if (!state_ || state_->read_op) return {};
+    const auto parts = state_->recv_buf.contents();
+    return {asio::buffer(parts[0].data(), parts[0].size()), asio::buffer(parts[1].data(), parts[1].size())};
+  }
+  std::size_t consume_buffered(std::size_t n) { return state_ ? core_->consume_buffered(*state_, n) : 0; }
+  // Offers payload to `sink` as it arrives, in place, ahead of reads (payload_sink.hpp); nullptr
+  // withdraws the offer, and so does the sink taking less than offered. The sink must outlive it.
+  void offer_payload_to(payload_sink* sink) {
+    if (state_) state_->sink = sink;
+  }
   // The same bytes read_buffered() would take, left where they are.
   std::size_t peek_buffered(asio::mutable_buffer b) const {
     return state_ ? state_->recv_buf.peek({static_cast<std::byte*>(b.data()), b.size()}) : 0;

@@ -222,6 +222,14 @@ class message_parser {
     return failure_;
   }
 
+  // See response_parser::body_bytes_left. llhttp counts a Content-Length body down in
+  // content_length as it consumes it.
+  std::uint64_t body_bytes_left() const {
+    if (phase_ != phase::body || in_trailers_) return 0;
+    if ((llhttp_.flags & (F_CONTENT_LENGTH | F_CHUNKED | F_SKIPBODY)) != F_CONTENT_LENGTH) return 0;
+    return llhttp_.content_length;
+  }
+
   parse_result finish() {
     switch (phase_) {
       case phase::head:
@@ -711,6 +719,7 @@ void response_parser::expect(std::string_view request_method) { impl_->expect(re
 parse_result response_parser::feed(std::span<const char> in) { return impl_->feed(in); }
 parse_result response_parser::finish() { return impl_->finish(); }
 void response_parser::reset() { impl_->reset(); }
+std::uint64_t response_parser::body_bytes_left() const { return impl_->body_bytes_left(); }
 const response_head& response_parser::head() const { return impl_->response; }
 
 // --- serialisation -------------------------------------------------------------------------------

@@ -146,6 +146,10 @@ class response_parser {
   parse_result finish();
   const response_head& head() const;
   void reset();  // as request_parser::reset
+  // Within a Content-Length body: how many of its bytes have not been fed yet. Fewer than that are
+  // body bytes and nothing else (the message goes on). 0 in a head, in a chunked or
+  // read-until-close body, and for a response without a body.
+  std::uint64_t body_bytes_left() const;
 
  private:
   std::unique_ptr<detail::message_parser> impl_;

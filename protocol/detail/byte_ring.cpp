@@ -56,11 +56,22 @@ std::size_t byte_ring::peek(std::span<std::byte> out) const {
 
 std::size_t byte_ring::read(std::span<std::byte> out) {
   const std::size_t n = peek(out);
-  if (n == 0) return 0;
+  drop(n);
+  return n;
+}
+
+std::array<std::span<const std::byte>, 2> byte_ring::contents() const {
+  if (size_ == 0) return {};
+  const std::size_t first = std::min(size_, capacity_ - head_);
+  return {std::span<const std::byte>(data_.get() + head_, first), std::span<const std::byte>(data_.get(), size_ - first)};
+}
+
+void byte_ring::drop(std::size_t n) {
+  n = std::min(n, size_);
+  if (n == 0) return;
   head_ = (head_ + n) & (capacity_ - 1);
   size_ -= n;
   if (size_ == 0) clear();
-  return n;
 }
 
 void byte_ring::clear() {

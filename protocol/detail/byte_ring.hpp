@@ -3,6 +3,7 @@
 // first-size block goes to a small per-thread cache for the next ring).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -20,6 +21,11 @@ class byte_ring {
   std::size_t read(std::span<std::byte> out);
   // Copies up to out.size() bytes out and leaves them; returns how many.
   std::size_t peek(std::span<std::byte> out) const;
+  // The bytes in place, oldest first: two spans when they wrap around the end (else the second is
+  // empty). Valid until the next append, drop or clear.
+  std::array<std::span<const std::byte>, 2> contents() const;
+  // Removes the first min(n, size()) bytes.
+  void drop(std::size_t n);
   void clear();
 
  private:

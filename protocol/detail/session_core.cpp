@@ -304,6 +304,14 @@ std::size_t session_core::read_buffered(stream_state& s, asio::mutable_buffer b)
   return n;
 }
 
+std::size_t session_core::consume_buffered(stream_state& s, std::size_t n) {
+  if (s.read_op) return 0;
+  n = std::min(n, s.recv_buf.size());
+  s.recv_buf.drop(n);
+  if (n > 0) consumed(s, n);
+  return n;
+}
+
 void session_core::write_some(stream_state& s, io_op* op, bool last) {
   if (s.write_op) {
     op->complete(asio::error::already_started, 0);
@@ -428,6 +436,7 @@ void session_core::cancel_op(void* op, std::uint32_t key) {
 
 void session_core::release(stream_state& s) {
   s.released = true;
+  s.sink = nullptr;
   if (s.read_op) complete_read(s, asio::error::operation_aborted, 0);
   if (s.write_op) {
     if (s.write_in_flight) {
@@ -704,7 +713,16 @@ void session_core::handle_payload(std::uint32_t id, std::span<const std::byte> d
   if (s->released || s->reset) {
     consumed(*s, data.size());
   } else {
-    if (s->read_op && s->recv_buf.empty()) {
+    if (s->sink && s->recv_buf.empty() && s->read_filled == 0) {
+      // Offered in place first (payload_sink.hpp); what the sink leaves goes on as below.
+      const std::size_t taken = s->sink->take(data);
+      if (taken < data.size()) s->sink = nullptr;
+      if (taken > 0) consumed(*s, taken);
+      data = data.subspan(taken);
+    }
+    if (data.empty()) {
+      // all taken
+    } else if (s->read_op && s->recv_buf.empty()) {
       // Straight into the waiting reader's buffers; only what does not fit is buffered.
       const std::size_t n = fill_read(*s, data);
       s->recv_buf.append(data.subspan(n));

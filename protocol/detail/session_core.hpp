@@ -23,6 +23,7 @@
 
 #include "../config.hpp"
 #include "../frame.hpp"
+#include "../payload_sink.hpp"
 #include "byte_ring.hpp"
 #include "pending_op.hpp"
 
@@ -84,6 +85,8 @@ struct stream_state {
   // Payload bytes already copied into read_bufs during the current on_input(); the read completes
   // with them when on_input() returns, so one transport read fills one stream read.
   std::size_t read_filled = 0;
+  // Offered payload before the read (payload_sink.hpp); cleared when it takes less than offered.
+  payload_sink* sink = nullptr;
 
   io_op* write_op = nullptr;
   std::array<asio::const_buffer, max_op_buffers> write_bufs{};
@@ -131,6 +134,9 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   // Takes bytes already received and not yet read, without waiting; 0 when there are none (or a
   // read is pending). Like a non-blocking read_some on a socket.
   std::size_t read_buffered(stream_state& s, asio::mutable_buffer b);
+  // Removes up to n buffered bytes the caller used in place, as read_buffered would have taken
+  // them (nothing while a read is pending); returns how many.
+  std::size_t consume_buffered(stream_state& s, std::size_t n);
   void shutdown_send(stream_state& s);
   void reset(stream_state& s);
   void cancel(stream_state& s);

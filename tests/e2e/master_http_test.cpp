@@ -194,6 +194,28 @@ TEST_CASE("bodies: Content-Length, chunked and Expect: 100-continue arrive intac
   CHECK(std::filesystem::file_size(dir.file("big")) == 16'000'000);
 }
 
+TEST_CASE("large response bodies reach a client that reads slowly intact, in order, and the connection goes on") {
+  // The master sends a Content-Length body from where the yamux session received it while the
+  // client keeps up, and from the stream's buffer once the client falls behind (--limit-rate makes
+  // curl's socket fill); two such responses on one kept-alive connection.
+  two_services s;
+  temp_dir dir;
+  std::string payload;
+  for (int i = 0; payload.size() < 6'000'000; ++i) payload += "slow line " + std::to_string(i) + "\n";
+  write_file(dir.file("body"), payload);
+  const auto out = run(curl_argv({"--limit-rate", "40M", "--data-binary", "@" + dir.file("body"), "-o",
+                                   dir.file("echo1"), url(s.port(), "/a/echo-body"), "-o", dir.file("echo2"),
+                                   url(s.port(), "/a/echo-body")}));
+  REQUIRE(out.status.success());
+  const auto responses = parse_curl(out.out);
+  REQUIRE(responses.size() == 2);
+  CHECK(responses[0].status == 200);
+  CHECK(responses[1].status == 200);
+  CHECK(responses[0].connects + responses[1].connects == 1);
+  CHECK(read_file(dir.file("echo1")) == payload);
+  CHECK(read_file(dir.file("echo2")) == payload);
+}
+
 TEST_CASE("smuggling shapes get 400 and the connection closes; a good request before one is still answered") {
   two_services s;
   const std::pair<const char*, std::string> shapes[] = {

@@ -15,6 +15,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <numeric>
@@ -879,6 +880,125 @@ TEST_CASE("read_buffered takes what has arrived without waiting, and nothing whe
     auto [got, ec] = co_await read_all(s);
     CHECK(ec == asio::error::eof);
     CHECK(got.size() == 3);
+  });
+}
+
+namespace {
+
+// Takes arriving payload up to a budget, keeping what it took.
+struct budget_sink final : payload_sink {
+  std::size_t budget = 0;
+  std::size_t calls = 0;
+  std::vector<std::byte> got;
+  std::size_t take(std::span<const std::byte> data) override {
+    ++calls;
+    const std::size_t k = std::min(budget, data.size());
+    got.insert(got.end(), data.begin(), data.begin() + static_cast<std::ptrdiff_t>(k));
+    budget -= k;
+    return k;
+  }
+};
+
+// Once the session answers a ping the raw peer sends after some frames, it has handled them.
+asio::awaitable<void> sync_with(socket_type& raw) {
+  co_await write_frame(raw, {0, frame_type::ping, flags::syn, 0, 77});
+  for (;;) {
+    const auto h = co_await read_frame(raw);
+    if (h.type == frame_type::ping && (h.flags & flags::ack) && h.length == 77) co_return;
+  }
+}
+
+// Reads frames until window updates for stream `id` add up to `want` bytes.
+asio::awaitable<void> credited(socket_type& raw, std::uint32_t id, std::size_t want) {
+  std::size_t got = 0;
+  while (got < want) {
+    const auto h = co_await read_frame(raw);
+    if (h.type == frame_type::window_update && h.stream_id == id) got += h.length;
+  }
+  CHECK(got == want);
+}
+
+std::vector<std::byte> slice(const std::vector<std::byte>& v, std::size_t from, std::size_t n) {
+  return {v.begin() + static_cast<std::ptrdiff_t>(from), v.begin() + static_cast<std::ptrdiff_t>(from + n)};
+}
+
+}  // namespace
+
+TEST_CASE("a payload sink gets arriving bytes first and in order; what it leaves is read, and ends the offer") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    session server(std::move(b), role::server);
+    const auto data = pattern(9000);
+    co_await write_frame(raw, {0, frame_type::window_update, flags::syn, 1, 0});
+    auto s = co_await accept_ok(server);
+    budget_sink sink;
+    sink.budget = 1000;
+    s.offer_payload_to(&sink);
+    // 3,000 bytes arrive while a read waits: the sink takes its 1,000, the read gets the next 2,000.
+    std::vector<std::byte> buf(70000);
+    co_await write_frame(raw, {0, frame_type::data, 0, 1, 3000}, std::span(data).first(3000));
+    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), use_tuple);
+    CHECK_FALSE(ec);
+    CHECK(sink.got == slice(data, 0, 1000));
+    REQUIRE(n == 2000);
+    CHECK(std::equal(buf.begin(), buf.begin() + 2000, data.begin() + 1000));
+    // The sink took less than offered: it is not asked again, the next bytes wait for a read.
+    sink.budget = 100000;
+    co_await write_frame(raw, {0, frame_type::data, 0, 1, 500}, std::span(data).subspan(3000, 500));
+    co_await sync_with(raw);
+    CHECK(sink.calls == 1);
+    CHECK(s.available() == 500);
+    // Offered again while bytes wait: the sink still comes after them.
+    s.offer_payload_to(&sink);
+    co_await write_frame(raw, {0, frame_type::data, 0, 1, 500}, std::span(data).subspan(3500, 500));
+    co_await sync_with(raw);
+    CHECK(sink.calls == 1);
+    CHECK(s.available() == 1000);
+    std::tie(ec, n) = co_await s.async_read_some(asio::buffer(buf), use_tuple);
+    REQUIRE(n == 1000);
+    CHECK(std::equal(buf.begin(), buf.begin() + 1000, data.begin() + 3000));
+    // Nothing waits now: the sink, still offered, takes the rest as it comes, and then EOF is read.
+    co_await write_frame(raw, {0, frame_type::data, flags::fin, 1, 5000}, std::span(data).subspan(4000, 5000));
+    auto [rest, rec] = co_await read_all(s);
+    CHECK(rec == asio::error::eof);
+    CHECK(rest.empty());
+    CHECK(sink.got.size() == 6000);
+    CHECK(std::equal(sink.got.begin() + 1000, sink.got.end(), data.begin() + 4000));
+    s.offer_payload_to(nullptr);
+  });
+}
+
+TEST_CASE("bytes a payload sink takes, or that are used in place and consumed, open the window as reads do") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    session server(std::move(b), role::server);
+    const auto data = pattern(initial_stream_window);
+    co_await write_frame(raw, {0, frame_type::window_update, flags::syn, 1, 0});
+    auto s = co_await accept_ok(server);
+    budget_sink sink;
+    sink.budget = data.size();
+    s.offer_payload_to(&sink);
+    // The whole window, with no read ever made: only the sink's taking can earn the update.
+    for (std::size_t at = 0; at < data.size(); at += 65536)
+      co_await write_frame(raw, {0, frame_type::data, 0, 1, 65536}, std::span(data).subspan(at, 65536));
+    co_await credited(raw, 1, data.size());
+    CHECK(sink.got == data);
+    s.offer_payload_to(nullptr);
+    // The same with bytes left in the stream's buffer and used where they lie.
+    for (std::size_t at = 0; at < data.size(); at += 65536)
+      co_await write_frame(raw, {0, frame_type::data, 0, 1, 65536}, std::span(data).subspan(at, 65536));
+    co_await sync_with(raw);
+    REQUIRE(s.available() == data.size());
+    std::vector<std::byte> seen;
+    while (s.available() > 0) {
+      const auto parts = s.buffered_data();
+      const std::size_t k = std::min<std::size_t>(parts[0].size(), 65536);  // credit goes back per half window
+      const auto* p = static_cast<const std::byte*>(parts[0].data());
+      seen.insert(seen.end(), p, p + k);
+      CHECK(s.consume_buffered(k) == k);
+    }
+    CHECK(seen == data);
+    co_await credited(raw, 1, data.size());
   });
 }
 

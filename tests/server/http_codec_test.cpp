@@ -686,6 +686,37 @@ TEST_CASE("a response with Content-Length") {
   CHECK(p.feed(bytes(rest)).what == kind::message_end);
 }
 
+TEST_CASE("body_bytes_left counts a Content-Length body down, and is 0 wherever bytes are not all body") {
+  response_parser p;
+  p.expect("GET");
+  CHECK(p.body_bytes_left() == 0);  // a head
+  std::string_view wire = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789";
+  auto r = p.feed(bytes(wire));
+  REQUIRE(r.what == kind::head);
+  CHECK(p.body_bytes_left() == 10);
+  wire.remove_prefix(r.consumed);
+  r = p.feed(bytes(wire.substr(0, 4)));
+  REQUIRE(r.what == kind::body);
+  CHECK(p.body_bytes_left() == 6);
+  r = p.feed(bytes(wire.substr(4)));
+  REQUIRE(r.what == kind::body);
+  CHECK(text(r.body) == "456789");
+  CHECK(p.body_bytes_left() == 0);
+  CHECK(p.feed({}).what == kind::message_end);
+
+  const auto left_after_head = [](std::string_view method, std::string_view head) {
+    response_parser q;
+    q.expect(method);
+    REQUIRE(q.feed(bytes(head)).what == kind::head);
+    return q.body_bytes_left();
+  };
+  CHECK(left_after_head("GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") == 0);
+  CHECK(left_after_head("GET", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n") == 0);  // until close
+  CHECK(left_after_head("HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n") == 0);
+  CHECK(left_after_head("GET", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n") == 0);
+  CHECK(left_after_head("GET", "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n") == 7);
+}
+
 TEST_CASE("a chunked response, in any piece size") {
   const std::string wire = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(chunked_body);
   for (std::size_t piece : {0, 1, 4}) {
