@@ -24,7 +24,6 @@
 #include <algorithm>
 #include <charconv>
 #include <iostream>
-#include <limits>
 #include <optional>
 #include <tuple>
 
@@ -247,12 +246,9 @@ asio::awaitable<void> serve_connection(Stream s, std::string client, const std::
     else
       std::tie(wec, std::ignore) = co_await asio::async_write(s, asio::buffer(out), use_tuple);
     if (wec) co_return;
-    // asio::async_write's default condition hands the stream at most 64 KiB per write_some: asking
-    // for the whole megabyte at once lets a yamux stream put up to 16 frames in one system call
-    // (and a socket take what fits) for one completion instead of sixteen.
-    constexpr auto whole_chunk = [](const std::error_code& e, std::size_t) -> std::size_t {
-      return e ? 0 : std::numeric_limits<std::size_t>::max();
-    };
+    // asio::async_write's default condition hands the stream at most 64 KiB per write_some;
+    // whole_writes (protocol/relay.hpp) hands it the megabyte: a yamux stream sends up to 16 frames
+    // in one system call, a socket takes what fits, and there is one completion instead of sixteen.
     static const std::vector<char> block(1 << 20, 'x');
     while (bulk > 0) {
       const std::size_t k = std::min(bulk, block.size());
@@ -260,7 +256,7 @@ asio::awaitable<void> serve_connection(Stream s, std::string client, const std::
       if (close && k == bulk)
         std::tie(wec, std::ignore) = co_await write_last(s, chunk);
       else
-        std::tie(wec, std::ignore) = co_await asio::async_write(s, chunk, whole_chunk, use_tuple);
+        std::tie(wec, std::ignore) = co_await asio::async_write(s, chunk, whole_writes, use_tuple);
       if (wec) co_return;
       bulk -= k;
     }
