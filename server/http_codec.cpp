@@ -262,14 +262,18 @@ class message_parser {
   void expect(std::string_view method) { expected_method_ = method; }
 
   // A new parser's state with the same limits, keeping the header lists' room.
+  // Field by field rather than assigning a new parser: building and moving a whole one cost
+  // ~1.2k instructions per connection, two per Connection: close request (issue 6).
   void reset() {
-    auto kept_request = std::move(request.headers);
-    auto kept_response = std::move(response.headers);
-    *this = message_parser(request_ ? HTTP_REQUEST : HTTP_RESPONSE, limits_);
-    kept_request.clear();
-    kept_response.clear();
-    request.headers = std::move(kept_request);
-    response.headers = std::move(kept_response);
+    llhttp_init(&llhttp_, request_ ? HTTP_REQUEST : HTTP_RESPONSE, &settings());
+    event_ = event::none;
+    failure_ = {};
+    expected_method_.clear();
+    trailer_scanner_.reset(false, limits_.max_head_bytes);
+    start_head();
+    on_message_begin();  // the head and the per-message state; the header list keeps its room
+    callback_status_ = 0;
+    callback_reason_.clear();
   }
 
   request_head request;
