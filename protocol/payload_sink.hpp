@@ -7,7 +7,8 @@
 // what the sink takes always comes before what a read returns. The bytes it takes are read as far
 // as flow control goes (the window is credited as for a read). Taking fewer than offered ends the
 // offer: the rest goes the usual way (the pending read, then the stream's buffer) and the sink is
-// not called again until offered again.
+// not called again until offered again. So does a read completing with bytes: the reader deals
+// with them first, then offers again if it wants.
 #pragma once
 
 #include <cstddef>

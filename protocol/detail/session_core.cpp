@@ -481,6 +481,9 @@ void session_core::complete_read(stream_state& s, std::error_code ec, std::size_
   auto* op = s.read_op;
   s.read_op = nullptr;
   s.read_buf_count = 0;
+  // The reader has bytes to deal with first: no sink may overtake them, however late its handler
+  // runs (a posted completion), until it offers again (payload_sink.hpp).
+  if (n > 0) s.sink = nullptr;
   deliver(op->finish(ec, n));
 }
 

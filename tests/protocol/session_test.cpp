@@ -924,7 +924,7 @@ std::vector<std::byte> slice(const std::vector<std::byte>& v, std::size_t from, 
 
 }  // namespace
 
-TEST_CASE("a payload sink gets arriving bytes first and in order; what it leaves is read, and ends the offer") {
+TEST_CASE("a payload sink gets arriving bytes first and in order; what it leaves is read, and ends the offer, as a read that returns bytes does") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [raw, b] = socket_pair(io);
     session server(std::move(b), role::server);
@@ -957,13 +957,22 @@ TEST_CASE("a payload sink gets arriving bytes first and in order; what it leaves
     std::tie(ec, n) = co_await s.async_read_some(asio::buffer(buf), use_tuple);
     REQUIRE(n == 1000);
     CHECK(std::equal(buf.begin(), buf.begin() + 1000, data.begin() + 3000));
-    // Nothing waits now: the sink, still offered, takes the rest as it comes, and then EOF is read.
-    co_await write_frame(raw, {0, frame_type::data, flags::fin, 1, 5000}, std::span(data).subspan(4000, 5000));
+    // That read came back with bytes: the offer ended with it, so the next bytes wait for a read.
+    co_await write_frame(raw, {0, frame_type::data, 0, 1, 1000}, std::span(data).subspan(4000, 1000));
+    co_await sync_with(raw);
+    CHECK(sink.calls == 1);
+    CHECK(s.available() == 1000);
+    std::tie(ec, n) = co_await s.async_read_some(asio::buffer(buf), use_tuple);
+    REQUIRE(n == 1000);
+    CHECK(std::equal(buf.begin(), buf.begin() + 1000, data.begin() + 4000));
+    // Offered again with nothing waiting: the sink takes the rest as it comes, then EOF is read.
+    s.offer_payload_to(&sink);
+    co_await write_frame(raw, {0, frame_type::data, flags::fin, 1, 4000}, std::span(data).subspan(5000, 4000));
     auto [rest, rec] = co_await read_all(s);
     CHECK(rec == asio::error::eof);
     CHECK(rest.empty());
-    CHECK(sink.got.size() == 6000);
-    CHECK(std::equal(sink.got.begin() + 1000, sink.got.end(), data.begin() + 4000));
+    CHECK(sink.got.size() == 5000);
+    CHECK(std::equal(sink.got.begin() + 1000, sink.got.end(), data.begin() + 5000));
     s.offer_payload_to(nullptr);
   });
 }
