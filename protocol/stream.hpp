@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <system_error>
+#include <span>
 #include <vector>
 
 #include <asio/any_io_executor.hpp>
@@ -61,13 +62,16 @@ class stream {
   // none or a read is pending (EOF and errors show on the next async_read_some). For a header
   // that normally comes in the stream's first frame: no event-loop turn, no timer.
   std::size_t read_buffered(asio::mutable_buffer b) { return state_ ? core_->read_buffered(*state_, b) : 0; }
-  // The bytes read_buffered() would take, where they lie (two pieces when they wrap), valid until
-  // the stream is next used or the session next reads; consume_buffered(n) then removes the first
-  // n as a read would. For sending them on without a copy (the master's bulk bodies, issue 6).
-  std::array<asio::const_buffer, 2> buffered_data() const {
-    if (!state_ || state_->read_op) return {};
-    const auto parts = state_->recv_buf.contents();
-    return {asio::buffer(parts[0].data(), parts[0].size()), asio::buffer(parts[1].data(), parts[1].size())};
+  // The bytes read_buffered() would take, where they lie: fills up to out.size() pieces, oldest
+  // first, and returns how many (0 when there are none or a read is pending). Valid until the stream
+  // is next used or the session next reads; consume_buffered(n) then removes the first n as a read
+  // would. For sending them on without a copy (the master's bulk bodies, issue 6).
+  std::size_t buffered_data(std::span<asio::const_buffer> out) const {
+    if (!state_ || state_->read_op) return 0;
+    std::array<std::span<const std::byte>, 16> parts;
+    const std::size_t count = state_->recv_buf.contents(std::span(parts).first(std::min(out.size(), parts.size())));
+    for (std::size_t i = 0; i < count; ++i) out[i] = asio::buffer(parts[i].data(), parts[i].size());
+    return count;
   }
   std::size_t consume_buffered(std::size_t n) { return state_ ? core_->consume_buffered(*state_, n) : 0; }
   // Offers payload to `sink` as it arrives, in place, ahead of reads (payload_sink.hpp); nullptr

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <iterator>
+#include <span>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -46,23 +47,15 @@ std::size_t try_receive(asio::ip::tcp::socket& s, asio::mutable_buffer b, std::e
   return 0;
 }
 
-std::size_t try_send(asio::ip::tcp::socket& s, asio::const_buffer b, std::error_code& ec) {
-  const ssize_t n = ::send(s.native_handle(), b.data(), b.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  if (n >= 0) {
-    ec.clear();
-    return static_cast<std::size_t>(n);
-  }
-  ec = std::error_code(errno, asio::error::get_system_category());
-  return 0;
-}
-
-// The same for two buffers in one system call (sendmsg).
-std::size_t try_send(asio::ip::tcp::socket& s, const std::array<asio::const_buffer, 2>& b, std::error_code& ec) {
-  std::array<iovec, 2> iov{iovec{const_cast<void*>(b[0].data()), b[0].size()},
-                           iovec{const_cast<void*>(b[1].data()), b[1].size()}};
+// The same for sending: up to 16 buffers in one system call (sendmsg).
+std::size_t try_send(asio::ip::tcp::socket& s, std::span<const asio::const_buffer> b, std::error_code& ec) {
+  std::array<iovec, 16> iov;
+  std::size_t count = 0;
+  for (; count < b.size() && count < iov.size(); ++count)
+    iov[count] = iovec{const_cast<void*>(b[count].data()), b[count].size()};
   msghdr msg{};
   msg.msg_iov = iov.data();
-  msg.msg_iovlen = b[1].size() > 0 ? 2 : 1;
+  msg.msg_iovlen = count;
   const ssize_t n = ::sendmsg(s.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n >= 0) {
     ec.clear();
@@ -70,6 +63,9 @@ std::size_t try_send(asio::ip::tcp::socket& s, const std::array<asio::const_buff
   }
   ec = std::error_code(errno, asio::error::get_system_category());
   return 0;
+}
+std::size_t try_send(asio::ip::tcp::socket& s, asio::const_buffer b, std::error_code& ec) {
+  return try_send(s, std::span(&b, 1), ec);
 }
 
 // The client's address for X-Forwarded-For. IPv4 by hand: address::to_string() goes through
@@ -600,17 +596,26 @@ class http_connection : private yamux::payload_sink {
       for (;;) {
         const std::uint64_t left = responses_.body_bytes_left();
         if (left <= 1 || link_.stream.available() == 0) co_return true;
-        auto parts = link_.stream.buffered_data();
+        std::array<asio::const_buffer, 16> parts;
+        std::size_t count = link_.stream.buffered_data(parts);
+        // Up to the body's last byte but one: trim the pieces to that.
         std::size_t limit = static_cast<std::size_t>(std::min<std::uint64_t>(left - 1, link_.stream.available()));
-        parts[0] = asio::buffer(parts[0], limit);
-        parts[1] = asio::buffer(parts[1], limit - parts[0].size());
+        std::size_t used = 0;
+        for (; used < count && limit > 0; ++used) {
+          parts[used] = asio::buffer(parts[used], limit);
+          limit -= parts[used].size();
+        }
+        count = used;
         std::error_code ec;
-        const std::size_t n = try_send(client_, parts, ec);
+        const std::size_t n = try_send(client_, std::span(parts).first(count), ec);
         if (n > 0) {
           // Body only (fewer than left): the parser just counts them.
-          const std::size_t first = std::min(n, parts[0].size());
-          responses_.feed({static_cast<const char*>(parts[0].data()), first});
-          if (n > first) responses_.feed({static_cast<const char*>(parts[1].data()), n - first});
+          std::size_t fed = 0;
+          for (std::size_t i = 0; fed < n; ++i) {
+            const std::size_t k = std::min(n - fed, parts[i].size());
+            responses_.feed({static_cast<const char*>(parts[i].data()), k});
+            fed += k;
+          }
           link_.stream.consume_buffered(n);
           response_bytes_ += n;
           reg_.stats().bytes_down += n;

@@ -2,55 +2,114 @@
 #include "byte_ring.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
+#include <new>
 
 namespace socketmaster::yamux::detail {
 
+struct byte_ring::block {
+  block* next;
+  std::uint32_t size;   // bytes of storage after this header
+  std::uint32_t begin;  // the first unread byte
+  std::uint32_t end;    // one past the last byte written
+  std::byte* bytes() { return reinterpret_cast<std::byte*>(this + 1); }
+};
+
 namespace {
 
-constexpr std::size_t first_capacity = 4096;
-
-// Most rings hold a few bytes for a moment (a request that arrived before its reader asked) and
-// are drained at once; the blocks of such rings are kept here, a few per thread, for the next
-// ring instead of a new[] and a delete[] per stream (issue 6).
-struct spare_blocks {
-  static constexpr std::size_t max = 16;
-  std::array<std::unique_ptr<std::byte[]>, max> blocks;
-  std::size_t count = 0;
+// Drained blocks kept for the next ring, per thread and size: most rings hold a few bytes for a
+// moment and a bulk body that outruns its client cycles the same blocks, so neither pays an
+// allocation (or, for fresh memory, page faults) per block. Bounded: 16 small blocks and 64 large
+// ones (4 MiB) at most per thread; beyond that a drained block goes back to the allocator.
+template <std::size_t Max>
+struct spare_stack {
+  static constexpr std::size_t max = Max;
+  void* items[Max];
+  std::size_t count;
 };
+struct spare_blocks {
+  spare_stack<16> small;
+  spare_stack<64> large;
+  bool closed;  // the thread is exiting: the blocks were freed, free later ones at once
+};
+// Trivially destructible, so a ring destroyed late in a thread's exit can still consult it; the
+// blocks themselves are freed by `free_spares_at_exit`, created with the first block kept.
 thread_local spare_blocks spares;
+
+template <class Stack>
+void free_all(Stack& s) {
+  while (s.count > 0) ::operator delete(s.items[--s.count]);
+}
+
+struct free_spares_at_exit {
+  ~free_spares_at_exit() {
+    free_all(spares.small);
+    free_all(spares.large);
+    spares.closed = true;
+  }
+};
+thread_local free_spares_at_exit spares_owner;
+
+template <class Stack>
+void* take_spare(Stack& s) {
+  return s.count > 0 ? s.items[--s.count] : nullptr;
+}
+
+template <class Stack>
+bool keep_spare(Stack& s, void* p) {
+  if (spares.closed || s.count == Stack::max) return false;
+  [[maybe_unused]] const auto* owner = &spares_owner;  // constructs it: its destructor frees these
+  s.items[s.count++] = p;
+  return true;
+}
 
 }  // namespace
 
-void byte_ring::grow(std::size_t needed) {
-  std::size_t cap = capacity_ ? capacity_ : first_capacity;
-  while (cap < needed) cap *= 2;
-  auto fresh = cap == first_capacity && spares.count > 0 ? std::move(spares.blocks[--spares.count])
-                                                           : std::make_unique_for_overwrite<std::byte[]>(cap);
-  const std::size_t copied = read(std::span<std::byte>(fresh.get(), size_));
-  data_ = std::move(fresh);
-  capacity_ = cap;
-  head_ = 0;
-  size_ = copied;
+byte_ring::byte_ring(byte_ring&& other) noexcept
+    : head_(other.head_), tail_(other.tail_), size_(other.size_), capacity_(other.capacity_) {
+  other.head_ = other.tail_ = nullptr;
+  other.size_ = other.capacity_ = 0;
+}
+
+byte_ring& byte_ring::operator=(byte_ring&& other) noexcept {
+  if (this != &other) {
+    clear();
+    head_ = other.head_;
+    tail_ = other.tail_;
+    size_ = other.size_;
+    capacity_ = other.capacity_;
+    other.head_ = other.tail_ = nullptr;
+    other.size_ = other.capacity_ = 0;
+  }
+  return *this;
 }
 
 void byte_ring::append(std::span<const std::byte> bytes) {
-  if (bytes.empty()) return;
-  if (size_ + bytes.size() > capacity_) grow(size_ + bytes.size());
-  const std::size_t tail = (head_ + size_) & (capacity_ - 1);
-  const std::size_t first = std::min(bytes.size(), capacity_ - tail);
-  std::memcpy(data_.get() + tail, bytes.data(), first);
-  std::memcpy(data_.get(), bytes.data() + first, bytes.size() - first);
-  size_ += bytes.size();
+  while (!bytes.empty()) {
+    if (!tail_ || tail_->end == tail_->size) {
+      const std::size_t size = head_ ? block_size : first_block_size;
+      void* p = size == first_block_size ? take_spare(spares.small) : take_spare(spares.large);
+      if (!p) p = ::operator new(sizeof(block) + size);
+      block* b = ::new (p) block{nullptr, static_cast<std::uint32_t>(size), 0, 0};
+      (tail_ ? tail_->next : head_) = b;
+      tail_ = b;
+      capacity_ += size;
+    }
+    const std::size_t n = std::min<std::size_t>(bytes.size(), tail_->size - tail_->end);
+    std::memcpy(tail_->bytes() + tail_->end, bytes.data(), n);
+    tail_->end += static_cast<std::uint32_t>(n);
+    size_ += n;
+    bytes = bytes.subspan(n);
+  }
 }
 
 std::size_t byte_ring::peek(std::span<std::byte> out) const {
-  const std::size_t n = std::min(out.size(), size_);
-  if (n == 0) return 0;
-  const std::size_t first = std::min(n, capacity_ - head_);
-  std::memcpy(out.data(), data_.get() + head_, first);
-  std::memcpy(out.data() + first, data_.get(), n - first);
+  std::size_t n = 0;
+  for (block* b = head_; b && n < out.size(); b = b->next) {
+    const std::size_t k = std::min<std::size_t>(out.size() - n, b->end - b->begin);
+    std::memcpy(out.data() + n, b->bytes() + b->begin, k);
+    n += k;
+  }
   return n;
 }
 
@@ -60,26 +119,34 @@ std::size_t byte_ring::read(std::span<std::byte> out) {
   return n;
 }
 
-std::array<std::span<const std::byte>, 2> byte_ring::contents() const {
-  if (size_ == 0) return {};
-  const std::size_t first = std::min(size_, capacity_ - head_);
-  return {std::span<const std::byte>(data_.get() + head_, first), std::span<const std::byte>(data_.get(), size_ - first)};
+std::size_t byte_ring::contents(std::span<std::span<const std::byte>> out) const {
+  std::size_t count = 0;
+  for (block* b = head_; b && count < out.size(); b = b->next)
+    if (b->end > b->begin) out[count++] = std::span<const std::byte>(b->bytes() + b->begin, b->end - b->begin);
+  return count;
 }
 
 void byte_ring::drop(std::size_t n) {
-  n = std::min(n, size_);
-  if (n == 0) return;
-  head_ = (head_ + n) & (capacity_ - 1);
-  size_ -= n;
-  if (size_ == 0) clear();
+  while (n > 0 && head_) {
+    const std::size_t k = std::min<std::size_t>(n, head_->end - head_->begin);
+    head_->begin += static_cast<std::uint32_t>(k);
+    size_ -= k;
+    n -= k;
+    if (head_->begin == head_->end) pop_front();
+  }
+}
+
+void byte_ring::pop_front() {
+  block* b = head_;
+  head_ = b->next;
+  if (!head_) tail_ = nullptr;
+  capacity_ -= b->size;
+  const bool kept = b->size == first_block_size ? keep_spare(spares.small, b) : keep_spare(spares.large, b);
+  if (!kept) ::operator delete(b);
 }
 
 void byte_ring::clear() {
-  if (capacity_ == first_capacity && spares.count < spare_blocks::max)
-    spares.blocks[spares.count++] = std::move(data_);
-  data_.reset();
-  capacity_ = 0;
-  head_ = 0;
+  while (head_) pop_front();
   size_ = 0;
 }
 

@@ -1,19 +1,35 @@
-// A growable ring of bytes: a stream's receive buffer. It allocates only when bytes must wait for
-// the reader and gives its storage up when drained, so an idle stream holds no buffer at all (a
-// first-size block goes to a small per-thread cache for the next ring).
+// A stream's receive buffer: bytes that arrived before the reader asked for them, oldest first.
+// It is a queue of blocks rather than one contiguous ring, so holding more never copies what it
+// already holds (a contiguous ring doubled into fresh memory: when a client reads a bulk body more
+// slowly than the service sends it, those copies and the page faults of the fresh memory took the
+// master's CPU per GiB up to twice its usual figure, issue 6). It allocates only when bytes must
+// wait and gives each block up as it is drained, so an idle stream holds no storage at all. Drained
+// blocks go to a small per-thread cache for the next ring instead of back to the allocator.
 #pragma once
 
-#include <array>
 #include <cstddef>
-#include <memory>
+#include <cstdint>
 #include <span>
 
 namespace socketmaster::yamux::detail {
 
 class byte_ring {
  public:
+  // The first block of a ring holds this many bytes (most rings hold a request head for a moment),
+  // every later one `block_size`.
+  static constexpr std::size_t first_block_size = 4096;
+  static constexpr std::size_t block_size = 64 * 1024;
+
+  byte_ring() = default;
+  byte_ring(byte_ring&& other) noexcept;
+  byte_ring& operator=(byte_ring&& other) noexcept;
+  byte_ring(const byte_ring&) = delete;
+  byte_ring& operator=(const byte_ring&) = delete;
+  ~byte_ring() { clear(); }
+
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
+  // Bytes of storage held (the blocks' sizes, used or not).
   std::size_t capacity() const { return capacity_; }
 
   void append(std::span<const std::byte> bytes);
@@ -21,20 +37,21 @@ class byte_ring {
   std::size_t read(std::span<std::byte> out);
   // Copies up to out.size() bytes out and leaves them; returns how many.
   std::size_t peek(std::span<std::byte> out) const;
-  // The bytes in place, oldest first: two spans when they wrap around the end (else the second is
-  // empty). Valid until the next append, drop or clear.
-  std::array<std::span<const std::byte>, 2> contents() const;
+  // The bytes in place, oldest first, one piece per block: fills up to out.size() pieces and
+  // returns how many (0 when empty). Valid until the next append, drop, read or clear.
+  std::size_t contents(std::span<std::span<const std::byte>> out) const;
   // Removes the first min(n, size()) bytes.
   void drop(std::size_t n);
   void clear();
 
  private:
-  void grow(std::size_t needed);
+  struct block;
+  void pop_front();
 
-  std::unique_ptr<std::byte[]> data_;
-  std::size_t capacity_ = 0;  // a power of two, or 0
-  std::size_t head_ = 0;
+  block* head_ = nullptr;
+  block* tail_ = nullptr;
   std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
 };
 
 }  // namespace socketmaster::yamux::detail

@@ -1,4 +1,4 @@
-// The receive buffer: wrap-around, growth, and freeing its storage when drained.
+// The receive buffer: order across blocks, in-place contents, and giving storage up as it drains.
 #include "protocol/detail/byte_ring.hpp"
 
 #include <ostream>  // before doctest: it prints std::error_code through operator<<
@@ -10,7 +10,7 @@
 
 using socketmaster::yamux::detail::byte_ring;
 
-TEST_CASE("bytes come out in order across wrap-around and growth") {
+TEST_CASE("bytes come out in order across blocks as the ring grows and drains") {
   byte_ring r;
   std::vector<std::byte> in(10000);
   for (std::size_t i = 0; i < in.size(); ++i) in[i] = std::byte(i * 7);
@@ -44,27 +44,81 @@ TEST_CASE("a drained ring holds no storage") {
   CHECK(r.empty());
 }
 
-TEST_CASE("contents() shows the bytes in place, in two pieces when they wrap; drop() removes from the front") {
+namespace {
+std::vector<std::byte> pattern(std::size_t n, unsigned mul) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte(static_cast<unsigned char>(i * mul + i / 251));
+  return v;
+}
+}  // namespace
+
+TEST_CASE("contents() shows the bytes in place, a piece per block; drop() removes from the front") {
   byte_ring r;
-  std::vector<std::byte> in(4096);
-  for (std::size_t i = 0; i < in.size(); ++i) in[i] = std::byte(i * 13);
-  CHECK(r.contents()[0].empty());
-  CHECK(r.contents()[1].empty());
+  std::span<const std::byte> none[1];
+  CHECK(r.contents(none) == 0);
+  const auto in = pattern(byte_ring::first_block_size + 2 * byte_ring::block_size + 100, 13);
   r.append(std::span(in).first(3000));
-  r.drop(2500);  // head at 2500 of a 4096 ring
-  r.append(std::span(in).subspan(3000, 1096));
-  r.append(std::span(in).first(1000));  // wraps: 500 + 1096 before the end, 1000 after
-  const auto parts = r.contents();
-  REQUIRE(parts[0].size() == 1596);
-  REQUIRE(parts[1].size() == 1000);
-  CHECK(std::equal(parts[0].begin(), parts[0].end(), in.begin() + 2500));
-  CHECK(std::equal(parts[1].begin(), parts[1].end(), in.begin()));
-  r.drop(1600);  // past the wrap
-  CHECK(r.size() == 996);
-  const auto rest = r.contents();
-  CHECK(rest[1].empty());
-  CHECK(std::equal(rest[0].begin(), rest[0].end(), in.begin() + 4));
-  r.drop(5000);  // more than it holds: all of it, and the storage with it
+  r.append(std::span(in).subspan(3000));  // fills the first block, two more, and starts a fourth
+  CHECK(r.size() == in.size());
+  CHECK(r.capacity() == byte_ring::first_block_size + 3 * byte_ring::block_size);
+  std::span<const std::byte> parts[8];
+  REQUIRE(r.contents(parts) == 4);
+  CHECK(parts[0].size() == byte_ring::first_block_size);
+  CHECK(parts[1].size() == byte_ring::block_size);
+  CHECK(parts[3].size() == 100);
+  std::vector<std::byte> joined;
+  for (std::size_t i = 0; i < 4; ++i) joined.insert(joined.end(), parts[i].begin(), parts[i].end());
+  CHECK(joined == in);
+  // Fewer slots than blocks: the oldest pieces.
+  REQUIRE(r.contents(std::span(parts).first(2)) == 2);
+  CHECK(std::equal(parts[1].begin(), parts[1].end(), in.begin() + byte_ring::first_block_size));
+  // drop() past the first block frees it; the rest starts mid-block.
+  r.drop(byte_ring::first_block_size + 10);
+  CHECK(r.size() == in.size() - byte_ring::first_block_size - 10);
+  CHECK(r.capacity() == 3 * byte_ring::block_size);
+  REQUIRE(r.contents(parts) == 3);
+  CHECK(parts[0].size() == byte_ring::block_size - 10);
+  CHECK(std::equal(parts[0].begin(), parts[0].end(), in.begin() + byte_ring::first_block_size + 10));
+  // peek() copies across block boundaries and leaves the bytes.
+  std::vector<std::byte> out(byte_ring::block_size + 50);
+  CHECK(r.peek(out) == out.size());
+  CHECK(std::equal(out.begin(), out.end(), in.begin() + byte_ring::first_block_size + 10));
+  CHECK(r.size() == in.size() - byte_ring::first_block_size - 10);
+  r.drop(in.size());  // more than it holds: all of it, and the storage with it
   CHECK(r.empty());
   CHECK(r.capacity() == 0);
+  CHECK(r.contents(parts) == 0);
+}
+
+TEST_CASE("appending to a ring that holds bytes never moves them") {
+  // A contiguous ring doubled into fresh memory and copied what it held (issue 6); blocks do not.
+  byte_ring r;
+  const auto in = pattern(1 << 20, 7);
+  r.append(std::span(in).first(100));
+  std::span<const std::byte> first[1];
+  REQUIRE(r.contents(first) == 1);
+  const std::byte* where = first[0].data();
+  r.append(std::span(in).subspan(100));
+  REQUIRE(r.contents(first) == 1);
+  CHECK(first[0].data() == where);
+  std::vector<std::byte> out(in.size());
+  CHECK(r.read(out) == in.size());
+  CHECK(out == in);
+}
+
+TEST_CASE("a moved ring hands its bytes over and a moved-to ring frees what it held") {
+  const auto in = pattern(100000, 3);
+  byte_ring a;
+  a.append(in);
+  byte_ring b;
+  b.append(std::span(in).first(10));
+  b = std::move(a);
+  CHECK(a.empty());
+  CHECK(a.capacity() == 0);
+  byte_ring c(std::move(b));
+  CHECK(b.empty());
+  std::vector<std::byte> out(in.size());
+  CHECK(c.read(out) == in.size());
+  CHECK(out == in);
+  CHECK(c.capacity() == 0);
 }
