@@ -62,10 +62,11 @@ class stream {
   // none or a read is pending (EOF and errors show on the next async_read_some). For a header
   // that normally comes in the stream's first frame: no event-loop turn, no timer.
   std::size_t read_buffered(asio::mutable_buffer b) { return state_ ? core_->read_buffered(*state_, b) : 0; }
-  // The bytes read_buffered() would take, where they lie: fills up to out.size() pieces, oldest
-  // first, and returns how many (0 when there are none or a read is pending). Valid until the stream
-  // is next used or the session next reads; consume_buffered(n) then removes the first n as a read
-  // would. For sending them on without a copy (the master's bulk bodies, issue 6).
+  // The bytes read_buffered() would take, where they lie: fills up to out.size() pieces (16 at
+  // most, a sendmsg's worth), oldest first, and returns how many (0 when there are none or a read
+  // is pending). Valid until the stream is next used or the session next reads; consume_buffered(n)
+  // then removes the first n as a read would. For sending them on without a copy (the master's bulk
+  // bodies, issue 6).
   std::size_t buffered_data(std::span<asio::const_buffer> out) const {
     if (!state_ || state_->read_op) return 0;
     std::array<std::span<const std::byte>, 16> parts;
