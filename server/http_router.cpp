@@ -570,15 +570,27 @@ class http_connection : private yamux::payload_sink {
   // (issue 6: that copy was ~30% of the master's CPU per GiB). Whatever the client socket does not
   // take at once comes through the read, under the write timeout, and so does the body's last
   // byte: the read completes and the parser reports the message end there, as for any response.
-  std::size_t take(std::span<const std::byte> data) override {
+  std::size_t take(std::span<const std::span<const std::byte>> pieces) override {
     if constexpr (plain_socket) {
       const std::uint64_t left = responses_.body_bytes_left();
       if (left <= 1) return 0;
-      const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), left - 1));
+      // Up to the body's last byte but one, in one system call for all the pieces.
+      std::array<asio::const_buffer, yamux::payload_sink::max_pieces> parts;
+      std::uint64_t limit = left - 1;
+      std::size_t count = 0;
+      for (; count < pieces.size() && count < parts.size() && limit > 0; ++count) {
+        const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(pieces[count].size(), limit));
+        parts[count] = asio::buffer(pieces[count].data(), k);
+        limit -= k;
+      }
       std::error_code ec;
-      const std::size_t n = try_send(client_, asio::buffer(data.data(), k), ec);
-      if (n == 0) return 0;
-      responses_.feed({reinterpret_cast<const char*>(data.data()), n});  // body only: fewer than left
+      const std::size_t n = try_send(client_, std::span(parts).first(count), ec);
+      // Body only (fewer than left): the parser just counts them.
+      for (std::size_t i = 0, fed = 0; fed < n; ++i) {
+        const std::size_t k = std::min(n - fed, parts[i].size());
+        responses_.feed({static_cast<const char*>(parts[i].data()), k});
+        fed += k;
+      }
       response_bytes_ += n;
       reg_.stats().bytes_down += n;
       return n;

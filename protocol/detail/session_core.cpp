@@ -586,6 +586,10 @@ void session_core::consumed(stream_state& s, std::size_t n) {
 std::size_t session_core::on_input(std::span<const std::byte> in) {
   collecting_ = true;
   const std::size_t used = handle_frames(in);
+  if (closed_)
+    sink_piece_count_ = 0;  // the streams are gone
+  else
+    flush_sink_pieces();  // the pieces lie in `in`
   // Reads that payload went straight into complete now, once per transport read rather than once
   // per frame: the reader gets everything that arrived, and its next read finds the next batch.
   for (const std::uint32_t id : filled_reads_)
@@ -658,6 +662,8 @@ void session_core::on_read_error(std::error_code ec) {
 }
 
 void session_core::handle_header(const frame_header& h) {
+  if (sink_piece_count_ > 0 && (h.type != frame_type::data || h.stream_id != sink_stream_ || h.flags != 0))
+    flush_sink_pieces();
   switch (h.type) {
     case frame_type::data:
     case frame_type::window_update: {
@@ -715,28 +721,52 @@ void session_core::handle_payload(std::uint32_t id, std::span<const std::byte> d
   if (!s) return;
   if (s->released || s->reset) {
     consumed(*s, data.size());
+  } else if (s->sink && s->recv_buf.empty() && s->read_filled == 0) {
+    // Offered in place (payload_sink.hpp), gathered with the next frames' payload for the stream.
+    if (sink_stream_ != id) flush_sink_pieces();
+    sink_stream_ = id;
+    sink_pieces_[sink_piece_count_++] = data;
+    if (sink_piece_count_ == sink_pieces_.size()) flush_sink_pieces();
   } else {
-    if (s->sink && s->recv_buf.empty() && s->read_filled == 0) {
-      // Offered in place first (payload_sink.hpp); what the sink leaves goes on as below.
-      const std::size_t taken = s->sink->take(data);
-      if (taken < data.size()) s->sink = nullptr;
-      if (taken > 0) consumed(*s, taken);
-      data = data.subspan(taken);
-    }
-    if (data.empty()) {
-      // all taken
-    } else if (s->read_op && s->recv_buf.empty()) {
-      // Straight into the waiting reader's buffers; only what does not fit is buffered.
-      const std::size_t n = fill_read(*s, data);
-      s->recv_buf.append(data.subspan(n));
-    } else {
-      s->recv_buf.append(data);
-    }
+    deliver_payload(*s, data);
   }
   if (frame_done && payload_flags_) {
+    flush_sink_pieces();  // the flags take effect after the payload
     const auto f = payload_flags_;
     payload_flags_ = 0;
     if ((s = find(id))) handle_stream_flags(*s, f);
+  }
+}
+
+void session_core::deliver_payload(stream_state& s, std::span<const std::byte> data) {
+  if (data.empty()) return;
+  if (s.read_op && s.recv_buf.empty()) {
+    // Straight into the waiting reader's buffers; only what does not fit is buffered.
+    const std::size_t n = fill_read(s, data);
+    s.recv_buf.append(data.subspan(n));
+  } else {
+    s.recv_buf.append(data);
+  }
+}
+
+void session_core::flush_sink_pieces() {
+  if (sink_piece_count_ == 0) return;
+  const auto pieces = std::span(sink_pieces_).first(sink_piece_count_);
+  sink_piece_count_ = 0;
+  stream_state* s = find(std::exchange(sink_stream_, 0));
+  if (!s) return;
+  // Only Data frames without flags for the same stream came between the pieces (handle_header
+  // flushes before anything else), so the offer still stands as it did for the first piece.
+  std::size_t taken = s->sink->take(pieces);
+  std::size_t total = 0;
+  for (const auto& p : pieces) total += p.size();
+  if (taken < total) s->sink = nullptr;
+  if (taken > 0) consumed(*s, taken);
+  // What the sink left goes on the usual way, in order.
+  for (const auto& p : pieces) {
+    const std::size_t skip = std::min(taken, p.size());
+    taken -= skip;
+    deliver_payload(*s, p.subspan(skip));
   }
 }
 

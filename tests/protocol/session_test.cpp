@@ -890,12 +890,19 @@ struct budget_sink final : payload_sink {
   std::size_t budget = 0;
   std::size_t calls = 0;
   std::vector<std::byte> got;
-  std::size_t take(std::span<const std::byte> data) override {
+  std::size_t pieces = 0;  // over all calls
+  std::size_t take(std::span<const std::span<const std::byte>> offered) override {
     ++calls;
-    const std::size_t k = std::min(budget, data.size());
-    got.insert(got.end(), data.begin(), data.begin() + static_cast<std::ptrdiff_t>(k));
-    budget -= k;
-    return k;
+    std::size_t taken = 0;
+    for (const auto& data : offered) {
+      ++pieces;
+      const std::size_t k = std::min(budget, data.size());
+      got.insert(got.end(), data.begin(), data.begin() + static_cast<std::ptrdiff_t>(k));
+      budget -= k;
+      taken += k;
+      if (k < data.size()) break;
+    }
+    return taken;
   }
 };
 
@@ -973,6 +980,38 @@ TEST_CASE("a payload sink gets arriving bytes first and in order; what it leaves
     CHECK(rest.empty());
     CHECK(sink.got.size() == 5000);
     CHECK(std::equal(sink.got.begin() + 1000, sink.got.end(), data.begin() + 5000));
+    s.offer_payload_to(nullptr);
+  });
+}
+
+TEST_CASE("a payload sink is offered the frames of one transport read in one call; what it leaves is read in order, then the FIN") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    session server(std::move(b), role::server);
+    const auto data = pattern(4500);
+    co_await write_frame(raw, {0, frame_type::window_update, flags::syn, 1, 0});
+    auto s = co_await accept_ok(server);
+    budget_sink sink;
+    sink.budget = 2500;
+    s.offer_payload_to(&sink);
+    // Four frames of 1,000 bytes and a last of 500 with FIN, in one write (one segment, one read).
+    std::vector<std::byte> wire;
+    for (std::size_t at = 0; at < data.size(); at += 1000) {
+      const std::size_t n = std::min<std::size_t>(1000, data.size() - at);
+      const auto hb = encode({0, frame_type::data, static_cast<std::uint16_t>(at + n == data.size() ? flags::fin : 0),
+                              1, static_cast<std::uint32_t>(n)});
+      wire.insert(wire.end(), hb.begin(), hb.end());
+      wire.insert(wire.end(), data.begin() + static_cast<std::ptrdiff_t>(at),
+                  data.begin() + static_cast<std::ptrdiff_t>(at + n));
+    }
+    co_await asio::async_write(raw, asio::buffer(wire), asio::use_awaitable);
+    auto [rest, ec] = co_await read_all(s);
+    CHECK(ec == asio::error::eof);
+    // One call for all five pieces; the sink stopped in the third, the reads got the rest.
+    CHECK(sink.calls == 1);
+    CHECK(sink.pieces == 3);
+    CHECK(sink.got == slice(data, 0, 2500));
+    CHECK(rest == slice(data, 2500, 2000));
     s.offer_payload_to(nullptr);
   });
 }
