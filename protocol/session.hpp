@@ -92,17 +92,19 @@ class session_over final : public session_core {
  private:
   static asio::awaitable<void> read_loop(std::shared_ptr<session_over> self) {
     constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
-    std::vector<std::byte> buf(self->cfg().read_buffer_size);
+    // Not zeroed: a session that never sees a burst never touches (commits) most of its pages.
+    const std::size_t size = self->cfg().read_buffer_size;
+    const auto buf = std::make_unique_for_overwrite<std::byte[]>(size);
     std::size_t begin = 0, end = 0;
     while (!self->reading_stopped()) {
-      auto [ec, n] = co_await self->transport_.async_read_some(asio::buffer(buf.data() + end, buf.size() - end),
+      auto [ec, n] = co_await self->transport_.async_read_some(asio::buffer(buf.get() + end, size - end),
                                                                use_tuple);
       if (ec) {
         self->on_read_error(ec);
         co_return;
       }
       end += n;
-      begin += self->on_input({buf.data() + begin, end - begin});
+      begin += self->on_input({buf.get() + begin, end - begin});
       try {
         self->run_inline_completions();
       } catch (...) {  // a handler's exception leaves io_context::run(), as from a posted handler
@@ -110,8 +112,8 @@ class session_over final : public session_core {
       }
       if (begin == end) {
         begin = end = 0;
-      } else if (buf.size() - end < header_size) {  // only a partial header is ever left over
-        std::memmove(buf.data(), buf.data() + begin, end - begin);
+      } else if (size - end < header_size) {  // only a partial header is ever left over
+        std::memmove(buf.get(), buf.get() + begin, end - begin);
         end -= begin;
         begin = 0;
       }
