@@ -4,12 +4,13 @@
 //
 // stream::offer_payload_to(sink) installs one. The session calls take() from its read loop, in
 // arrival order, with the payload of consecutive Data frames of one transport read gathered into
-// up to max_pieces pieces (one system call for them all, not one per frame), only while the stream has no buffered bytes and its pending read holds none, so
-// what the sink takes always comes before what a read returns. The bytes it takes are read as far
-// as flow control goes (the window is credited as for a read). Taking fewer than offered ends the
-// offer: the rest goes the usual way (the pending read, then the stream's buffer) and the sink is
-// not called again until offered again. So does a read completing with bytes: the reader deals
-// with them first, then offers again if it wants.
+// up to max_pieces pieces (one system call for them all, not one per frame), and only while the
+// stream has no buffered bytes and its pending read holds none, so what the sink takes always
+// comes before what a read returns. The bytes it takes are read as far as flow control goes (the
+// window is credited as for a read). Taking fewer than offered ends the offer: the rest goes the
+// usual way (the pending read, then the stream's buffer) and the sink is not called again until
+// offered again. So does a read completing with bytes: the reader deals with them first, then
+// offers again if it wants.
 #pragma once
 
 #include <cstddef>
