@@ -572,31 +572,36 @@ class http_connection : private yamux::payload_sink {
   // byte: the read completes and the parser reports the message end there, as for any response.
   std::size_t take(std::span<const std::span<const std::byte>> pieces) override {
     if constexpr (plain_socket) {
-      const std::uint64_t left = responses_.body_bytes_left();
-      if (left <= 1) return 0;
-      // Up to the body's last byte but one, in one system call for all the pieces.
+      if (responses_.body_bytes_left() <= 1) return 0;
       std::array<asio::const_buffer, yamux::payload_sink::max_pieces> parts;
-      std::uint64_t limit = left - 1;
-      std::size_t count = 0;
-      for (; count < pieces.size() && count < parts.size() && limit > 0; ++count) {
-        const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(pieces[count].size(), limit));
-        parts[count] = asio::buffer(pieces[count].data(), k);
-        limit -= k;
-      }
+      const std::size_t count = std::min(pieces.size(), parts.size());
+      for (std::size_t i = 0; i < count; ++i) parts[i] = asio::buffer(pieces[i].data(), pieces[i].size());
       std::error_code ec;
-      const std::size_t n = try_send(client_, std::span(parts).first(count), ec);
-      // Body only (fewer than left): the parser just counts them.
-      for (std::size_t i = 0, fed = 0; fed < n; ++i) {
-        const std::size_t k = std::min(n - fed, parts[i].size());
-        responses_.feed({static_cast<const char*>(parts[i].data()), k});
-        fed += k;
-      }
-      response_bytes_ += n;
-      reg_.stats().bytes_down += n;
-      return n;
+      return send_body_parts(std::span(parts).first(count), ec);
     } else {
       return 0;
     }
+  }
+
+  // One non-blocking send of body bytes to a plain client, for take() and send_buffered_body():
+  // up to the body's last byte but one (its caller checked that more than one is left), all the
+  // parts in one system call; the parser counts what went (body only, fewer than left).
+  std::size_t send_body_parts(std::span<asio::const_buffer> parts, std::error_code& ec) {
+    std::uint64_t limit = responses_.body_bytes_left() - 1;
+    std::size_t count = 0;
+    for (; count < parts.size() && limit > 0; ++count) {
+      parts[count] = asio::buffer(parts[count], static_cast<std::size_t>(std::min<std::uint64_t>(parts[count].size(), limit)));
+      limit -= parts[count].size();
+    }
+    const std::size_t n = try_send(client_, parts.first(count), ec);
+    for (std::size_t i = 0, fed = 0; fed < n; ++i) {
+      const std::size_t k = std::min(n - fed, parts[i].size());
+      responses_.feed({static_cast<const char*>(parts[i].data()), k});
+      fed += k;
+    }
+    response_bytes_ += n;
+    reg_.stats().bytes_down += n;
+    return n;
   }
 
   // Sends the body bytes buffered in the stream to a plain client from where they lie (all but
@@ -609,28 +614,11 @@ class http_connection : private yamux::payload_sink {
         const std::uint64_t left = responses_.body_bytes_left();
         if (left <= 1 || link_.stream.available() == 0) co_return true;
         std::array<asio::const_buffer, 16> parts;
-        std::size_t count = link_.stream.buffered_data(parts);
-        // Up to the body's last byte but one: trim the pieces to that.
-        std::size_t limit = static_cast<std::size_t>(std::min<std::uint64_t>(left - 1, link_.stream.available()));
-        std::size_t used = 0;
-        for (; used < count && limit > 0; ++used) {
-          parts[used] = asio::buffer(parts[used], limit);
-          limit -= parts[used].size();
-        }
-        count = used;
+        const std::size_t count = link_.stream.buffered_data(parts);
         std::error_code ec;
-        const std::size_t n = try_send(client_, std::span(parts).first(count), ec);
+        const std::size_t n = send_body_parts(std::span(parts).first(count), ec);
         if (n > 0) {
-          // Body only (fewer than left): the parser just counts them.
-          std::size_t fed = 0;
-          for (std::size_t i = 0; fed < n; ++i) {
-            const std::size_t k = std::min(n - fed, parts[i].size());
-            responses_.feed({static_cast<const char*>(parts[i].data()), k});
-            fed += k;
-          }
           link_.stream.consume_buffered(n);
-          response_bytes_ += n;
-          reg_.stats().bytes_down += n;
           continue;
         }
         if (ec != asio::error::would_block) co_return client_failed();
