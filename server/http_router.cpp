@@ -410,7 +410,13 @@ class http_connection : private yamux::payload_sink {
       take_in_buffer();
       std::error_code ec = asio::error::would_block;
       std::size_t n = 0;
-      if constexpr (plain_socket) n = try_receive(client_, asio::buffer(in_.get(), client_buffer_size), ec);
+      // A connection's first read goes straight to Asio, which tries the receive itself before it
+      // waits: the listener hands a connection over as soon as the handshake completes, usually
+      // before the client's request is there, and a try of our own would be a second failed recv.
+      if constexpr (plain_socket) {
+        const bool first_read = !started && requests_served_ == 0;
+        if (!first_read) n = try_receive(client_, asio::buffer(in_.get(), client_buffer_size), ec);
+      }
       if (ec == asio::error::would_block) {
         expect_by(head_deadline_);
         std::tie(ec, n) = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
