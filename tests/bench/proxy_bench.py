@@ -10,6 +10,8 @@ The paths, all to one `hello` handler on loopback (127.0.0.1):
   (c) connect  socketmaster-connect --http in front of (a)'s port, registered with the same master
   (d) nginx    nginx (1 worker, upstream keep-alive, access log off) in front of (a)
   (e) haproxy  HAProxy (nbthread 1, http-reuse always, keep-alive) in front of (a)
+  (f) sdk-unix (b) with the service's control connection on a Unix socket instead of TCP loopback
+               (a master of its own with --control PATH); the targets are (b)'s, on the default
 
 What is measured, in rounds (--rounds, default 3). In every round each test runs once per path,
 back to back, the starting path rotating from round to round, so that the figures compared with
@@ -58,6 +60,7 @@ PATHS = [
     ("c", "connect", "master + socketmaster-connect"),
     ("d", "nginx", "nginx -> (a)"),
     ("e", "haproxy", "HAProxy -> (a)"),
+    ("f", "sdk-unix", "(b), Unix control socket"),
 ]
 TESTS = ["keepalive", "close", "bulk", "latency", "idle"]
 TEXT = "hello from the bench"
@@ -254,7 +257,7 @@ backend hello
 
 
 def start_paths(procs, bins, workdir):
-    """Starts (a)..(e); returns {key: "127.0.0.1:PORT"} for each path."""
+    """Starts (a)..(f); returns {key: "127.0.0.1:PORT"} for each path."""
     urls = {}
     _, direct = procs.start("hello-direct", [bins["hello"], "--listen", "127.0.0.1:0", "--text", TEXT], "listening")
     urls["a"] = f"127.0.0.1:{port_of(direct)}"
@@ -266,6 +269,11 @@ def start_paths(procs, bins, workdir):
     _, public_c = procs.start("connect", [bins["socketmaster-connect"], "--master", control, "--port", "0", "--http",
                                           "--backend", urls["a"], "--drain-timeout", "1"], "listening")
     urls["c"] = f"127.0.0.1:{port_of(public_c)}"
+    control_unix = os.path.join(workdir, "control.sock")
+    procs.start("master-unix", [bins["socketmaster"], "--control", control_unix, "--drain-timeout", "1"], "control")
+    _, public_f = procs.start("hello-sdk-unix", [bins["hello"], "--master", control_unix, "--port", "0", "--text",
+                                                 TEXT, "--drain-timeout", "1"], "listening")
+    urls["f"] = f"127.0.0.1:{port_of(public_f)}"
 
     nginx_port = free_port()
     nginx_dir = os.path.join(workdir, "nginx")
@@ -558,7 +566,7 @@ def print_report(args, results, idle, env):
         if test not in args.tests:
             continue
         parts = []
-        for num, den in (("b", "a"), ("c", "d"), ("b", "e")):
+        for num, den in (("b", "a"), ("c", "d"), ("b", "e"), ("f", "a"), ("f", "b")):
             if num in keys and den in keys:
                 parts.append(f"({num})/({den}) {ratio_median(results, test, num, den):.2f}")
         extra.append(f"  {label:11} " + "  ".join(parts))
@@ -618,7 +626,7 @@ def parse_args(argv):
     ap.add_argument("--latency-duration", type=float, default=8, help="seconds counted per latency measurement (default 8)")
     ap.add_argument("--idle-connections", type=int, default=10000, help="idle proxied connections (default 10000)")
     ap.add_argument("--idle-sources", type=int, default=4, help="source addresses 127.0.0.2.. for them (default 4)")
-    ap.add_argument("--paths", default="abcde", help="which paths, e.g. 'abd' (default abcde)")
+    ap.add_argument("--paths", default="abcdef", help="which paths, e.g. 'abd' (default abcdef)")
     ap.add_argument("--tests", default=",".join(TESTS), help=f"which tests (default {','.join(TESTS)})")
     ap.add_argument("--quick", action="store_true", help="1 round, 2 s wrk, 256 MiB, 3 s latency, 2000 idle connections")
     ap.add_argument("--json", help="also write every measurement here")
@@ -627,7 +635,7 @@ def parse_args(argv):
     if args.quick:
         args.rounds, args.duration, args.bulk_bytes, args.latency_duration, args.idle_connections = 1, 2, 256 << 20, 3, 2000
     args.tests = [t for t in args.tests.split(",") if t]
-    if any(t not in TESTS for t in args.tests) or any(k not in "abcde" for k in args.paths) or args.rounds < 1:
+    if any(t not in TESTS for t in args.tests) or any(k not in "abcdef" for k in args.paths) or args.rounds < 1:
         ap.error("bad --tests, --paths or --rounds")
     return args
 
