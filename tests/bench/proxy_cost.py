@@ -80,7 +80,8 @@ def main(argv):
         roles = {"b": [("master", "master"), ("hello-sdk", "hello-sdk")],
                  "c": [("master", "master"), ("sidecar", "connect")],
                  "d": [("nginx", "nginx"), ("hello", "hello-direct")],
-                 "e": [("haproxy", "haproxy"), ("hello", "hello-direct")]}
+                 "e": [("haproxy", "haproxy"), ("hello", "hello-direct")],
+                 "f": [("master", "master-unix"), ("hello-sdk", "hello-sdk-unix")]}
         events = ["task-clock", "context-switches", "raw_syscalls:sys_enter"]
         if args.mallocs:
             libc = next((p for p in LIBC_CANDIDATES if os.path.exists(p)), None)
