@@ -48,6 +48,19 @@ struct fresh_socket : asio::ip::tcp::socket {
   }
 };
 
+// Errors that concern one connection, not the listener: Linux passes a connection's pending network
+// error on as accept4()'s own, and accept(2) says to retry at once as for EAGAIN.
+bool connection_gone(const std::error_code& ec) {
+  if (ec.category() != asio::error::get_system_category()) return false;
+  switch (ec.value()) {
+    case EINTR: case ECONNABORTED: case EPROTO: case ENOPROTOOPT: case EHOSTDOWN: case ENONET:
+    case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH: case ENETDOWN: case ETIMEDOUT:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // accept4() on the non-blocking listening socket: a new non-blocking socket registered with the
 // reactor, or would_block when the backlog is empty.
 std::optional<asio::ip::tcp::socket> accept_now(asio::ip::tcp::acceptor& acc, asio::ip::tcp::endpoint& peer,
@@ -150,8 +163,8 @@ void upstream_listener::start(accept_handler on_accept) {
         }
         handler(std::move(*sock), peer);
         if (++taken < max_accepts_per_turn) continue;
-      } else if (ec == asio::error::interrupted || ec == asio::error::connection_aborted) {
-        continue;  // the connection was gone before we took it; try the next
+      } else if (connection_gone(ec)) {
+        continue;
       } else if (ec != asio::error::would_block && ec != asio::error::try_again) {
         co_await breathe(ec);
         continue;
