@@ -120,6 +120,7 @@ std::unique_ptr<upstream_listener> upstream_listener::bind(const asio::any_io_ex
   if (!ec) acc.set_option(asio::ip::tcp::no_delay(true), ec);
   if (!ec) acc.bind(ep, ec);
   if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) acc.non_blocking(true, ec);  // accept4() below must return EAGAIN, not wait
   if (ec) return nullptr;
   return std::unique_ptr<upstream_listener>(new upstream_listener(std::move(st)));
 }
@@ -152,7 +153,6 @@ void upstream_listener::start(accept_handler on_accept) {
     };
     asio::ip::tcp::endpoint peer;
     std::error_code ec;
-    st->acceptor.non_blocking(true, ec);
     int taken = 0;
     while (!st->closed) {
       auto sock = accept_now(st->acceptor, peer, ec);
