@@ -20,6 +20,7 @@
 #include <asio/write.hpp>
 
 #include "protocol/errors.hpp"
+#include "protocol/handshake.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/session.hpp"
 
@@ -113,6 +114,7 @@ struct listener_state {
   // Bounds the connect + handshake in progress (never two at once); close() cancels it.
   asio::steady_timer connect_deadline;
   listen_error failure;  // set once the listener has given up
+  bool via_same_host = false;  // the latest connection went to the master's same-host socket
   bool draining = false;
   bool closed = false;
 
@@ -196,6 +198,21 @@ asio::awaitable<handshake_outcome> handshake_over(listener_state& st, Socket soc
   co_return out;
 }
 
+// A Unix stream connect completes or fails at once, so it is made as a non-blocking call. Then one
+// pass through the reactor before the handshake: connect_and_register() starts inline, and when
+// the blocking listen() runs inside a handler of its io_context (its run_one() loop nests), a
+// completion Asio queues at once (the first write to a Unix socket, an async_connect) would land on
+// the outer handler's thread-private queue, which only that handler's end releases.
+asio::awaitable<std::error_code> connect_local(asio::local::stream_protocol::socket& sock,
+                                               const asio::local::stream_protocol::endpoint& ep) {
+  std::error_code ec;
+  sock.open(asio::local::stream_protocol(), ec);
+  if (!ec) sock.non_blocking(true, ec);
+  if (!ec) sock.connect(ep, ec);
+  if (!ec) std::tie(ec) = co_await sock.async_wait(asio::socket_base::wait_write, use_tuple);
+  co_return ec;
+}
+
 asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
   auto& deadline = st.connect_deadline;
   deadline.expires_after(st.opts.connect_timeout);
@@ -208,9 +225,7 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
   };
   if (addr.find('/') != std::string::npos) {
     asio::local::stream_protocol::socket sock(st.ex);
-    auto c = co_await (sock.async_connect(asio::local::stream_protocol::endpoint(addr), use_tuple) ||
-                       deadline.async_wait(use_tuple));
-    if (c.index() == 1 || std::get<0>(std::get<0>(c))) co_return failed(c.index() == 0 ? std::get<0>(std::get<0>(c)) : std::error_code{}, c.index() == 1);
+    if (auto ec = co_await connect_local(sock, asio::local::stream_protocol::endpoint(addr))) co_return failed(ec, false);
     co_return co_await handshake_over(st, std::move(sock), deadline);
   }
   const auto colon = addr.rfind(':');
@@ -224,6 +239,18 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
     out.error = {std::make_error_code(std::errc::invalid_argument),
                  "the master address '" + addr + "' is not host:port with an IP address, nor a Unix socket path"};
     co_return out;
+  }
+  st.via_same_host = false;
+  if (ip.is_loopback() && st.opts.same_host_socket) {
+    // The master's same-host socket first (no TCP on the hop); nobody behind that name (a master
+    // that runs without it, or another implementation) refuses at once, and TCP follows.
+    const std::string bound = (ip.is_v6() ? "[" + ip.to_string() + "]" : ip.to_string()) + ":" + std::to_string(*port);
+    // Nobody behind the name, or a full backlog (EAGAIN): TCP then.
+    asio::local::stream_protocol::socket local(st.ex);
+    if (!co_await connect_local(local, asio::local::stream_protocol::endpoint(same_host_socket_name(bound)))) {
+      st.via_same_host = true;
+      co_return co_await handshake_over(st, std::move(local), deadline);
+    }
   }
   asio::ip::tcp::socket sock(st.ex);
   auto c = co_await (sock.async_connect({ip, *port}, use_tuple) || deadline.async_wait(use_tuple));
@@ -283,6 +310,8 @@ asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(
   }
   if (opts.token.empty())
     if (const char* env = std::getenv("SOCKETMASTER_TOKEN")) opts.token = env;
+  if (const char* env = std::getenv("SOCKETMASTER_SAME_HOST_SOCKET"); env && std::string_view(env) == "0")
+    opts.same_host_socket = false;
   def.proxy_protocol = def.proxy_protocol || opts.proxy_protocol;
   const char* what = nullptr;
   if (auto ec = opts.validate(&what))
@@ -476,6 +505,7 @@ listener::executor_type listener::get_executor() const { return state_->ex; }
 std::string listener::bound_address() const { return state_ ? state_->bound_address : std::string{}; }
 std::uint64_t listener::registration_id() const { return state_ ? state_->registration_id : 0; }
 bool listener::connected() const { return state_ && state_->session && state_->session->is_open(); }
+bool listener::via_same_host_socket() const { return state_ && state_->via_same_host; }
 std::error_code listener::error() const { return state_ ? state_->failure.code : std::error_code{}; }
 listen_error listener::failure() const { return state_ ? state_->failure : listen_error{}; }
 

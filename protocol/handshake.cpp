@@ -292,4 +292,11 @@ decode_result decode_response(std::span<const std::byte> whole_message, handshak
   return {};
 }
 
+std::string same_host_socket_name(std::string_view bound) {
+  std::string name(1, '\0');
+  name += "socketmaster/control/";
+  name += bound;
+  return name;
+}
+
 }  // namespace socketmaster

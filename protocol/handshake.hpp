@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <variant>
 #include <vector>
@@ -128,5 +129,13 @@ struct decode_result {
 // std::nullopt. A rejection code newer than this build decodes as rejection_code::internal.
 decode_result decode_request(std::span<const std::byte> whole_message, handshake_request& out);
 decode_result decode_response(std::span<const std::byte> whole_message, handshake_response& out);
+
+// The same-host socket: a master whose control port is a loopback TCP address also takes services
+// on an abstract Unix socket (Linux; no file, scoped like loopback to the network namespace) named
+// after that address, and the SDK tries it first for a loopback master address. The same handshake
+// and yamux follow; only TCP is gone from the hop, which halves a bulk body's cost in the service
+// (issue 6). `bound` is the control address as the master reports it: "127.0.0.1:9999",
+// "[::1]:9999". The name starts with a NUL byte (the abstract namespace).
+std::string same_host_socket_name(std::string_view bound);
 
 }  // namespace socketmaster

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "protocol/handshake.hpp"
 #include "protocol/relay.hpp"
 
 namespace socketmaster::server {
@@ -53,7 +54,9 @@ struct control_listener::state {
   logger& log;
   std::optional<asio::ip::tcp::acceptor> tcp;
   std::optional<asio::local::stream_protocol::acceptor> local;
+  std::optional<asio::local::stream_protocol::acceptor> same_host;  // see same_host_socket_name()
   std::string bound;
+  std::string bind_problem;  // which part of bind() failed, for the master's message
   bool closed = false;
   // Handshakes being read or answered, at most cfg.max_pending_handshakes: at the limit the accept
   // loops wait (new clients queue in the kernel's backlog) until one ends, so the memory held for
@@ -203,7 +206,7 @@ asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer)
 }
 
 template <class Acceptor>
-asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor) {
+asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor, const char* local_peer = "unix") {
   asio::steady_timer backoff(st->ex);
   bool waited = false;
   while (!st->closed) {
@@ -229,7 +232,7 @@ asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor) {
       peer = pec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
       sock.set_option(asio::ip::tcp::no_delay(true), pec);
     } else {
-      peer = "unix";
+      peer = local_peer;
     }
     asio::co_spawn(st->ex, serve_control(st, std::move(sock), peer), [st](std::exception_ptr e) {
       if (!e) return;
@@ -295,8 +298,25 @@ std::error_code control_listener::bind() {
     state_->bound = (local.address().is_v6() ? "[" + local.address().to_string() + "]" : local.address().to_string()) +
                     ":" + std::to_string(local.port());
   }
+  if (ec) return ec;
+  if (ip.is_loopback() && state_->cfg.same_host_socket) {
+    // Taken by another process, the name is refused like a taken port: a service trying the name
+    // first must only ever find this master behind it.
+    const std::string name = same_host_socket_name(state_->bound);
+    auto& same = state_->same_host.emplace(state_->ex);
+    asio::local::stream_protocol::endpoint sep(name);
+    same.open(sep.protocol(), ec);
+    if (!ec) same.bind(sep, ec);
+    if (!ec) same.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) state_->bind_problem = "its same-host socket @" + name.substr(1) + " (--no-same-host-socket turns it off)";
+  }
   return ec;
 }
+
+std::string control_listener::same_host_name() const {
+  return state_->same_host ? "@" + same_host_socket_name(state_->bound).substr(1) : std::string{};
+}
+std::string control_listener::bind_problem() const { return state_->bind_problem; }
 
 std::string control_listener::bound_address() const { return state_->bound; }
 
@@ -304,6 +324,7 @@ void control_listener::start() {
   auto on_exit = [](std::exception_ptr) {};
   if (state_->tcp) asio::co_spawn(state_->ex, accept_loop(state_, *state_->tcp), on_exit);
   if (state_->local) asio::co_spawn(state_->ex, accept_loop(state_, *state_->local), on_exit);
+  if (state_->same_host) asio::co_spawn(state_->ex, accept_loop(state_, *state_->same_host, "same-host"), on_exit);
 }
 
 void control_listener::close() {
@@ -311,6 +332,7 @@ void control_listener::close() {
   state_->slot_freed.cancel();
   std::error_code ec;
   if (state_->tcp) state_->tcp->close(ec);
+  if (state_->same_host) state_->same_host->close(ec);  // an abstract name: no file to remove
   if (state_->local) {
     state_->local->close(ec);
     std::filesystem::remove(state_->bound, ec);

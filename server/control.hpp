@@ -23,10 +23,16 @@ class control_listener {
   control_listener(asio::any_io_executor ex, const master_config& cfg, registry& reg, logger& log);
   ~control_listener();
 
-  // Binds cfg.control_address (host:port, or a Unix socket path when it contains '/').
+  // Binds cfg.control_address (host:port, or a Unix socket path when it contains '/'), and for a
+  // loopback host:port the same-host socket named after it (protocol/handshake.hpp).
   std::error_code bind();
   // "127.0.0.1:9999" or the socket path, as bound.
   std::string bound_address() const;
+  // For a loopback TCP control port (and cfg.same_host_socket), the abstract Unix socket that
+  // also takes services on this host ("@socketmaster/control/127.0.0.1:9999"); empty otherwise.
+  std::string same_host_name() const;
+  // After a failed bind(): what failed when it was not the control address itself.
+  std::string bind_problem() const;
   void start();
   void close();
 

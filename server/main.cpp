@@ -70,6 +70,9 @@ int main(int argc, char** argv) {
   app.add_option("--control", cfg.control_address, "Control address: host:port or a Unix socket path")
       ->envname("SOCKETMASTER_CONTROL")
       ->capture_default_str();
+  bool no_same_host_socket = false;
+  app.add_flag("--no-same-host-socket", no_same_host_socket,
+               "Take services on the TCP control port only, not also on its same-host (abstract Unix) socket");
   app.add_option("--grace", grace_seconds, "Seconds a route outlives its last service, queueing requests")
       ->envname("SOCKETMASTER_GRACE")
       ->capture_default_str()
@@ -121,6 +124,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  cfg.same_host_socket = !no_same_host_socket;
   cfg.grace = std::chrono::milliseconds(static_cast<std::int64_t>(grace_seconds * 1000));
   cfg.drain_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000));
   cfg.handshake_timeout = std::chrono::milliseconds(handshake_ms);

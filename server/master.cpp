@@ -29,11 +29,16 @@ std::error_code master::start(std::string& what) {
     return std::make_error_code(std::errc::permission_denied);
   }
   if (auto ec = control_->bind()) {
-    what = "cannot listen on the control address " + cfg_.control_address + ": " + ec.message();
+    const auto part = control_->bind_problem();
+    what = "cannot listen on the control address " + cfg_.control_address + (part.empty() ? "" : ", " + part) + ": " +
+           ec.message();
     return ec;
   }
   control_->start();
-  log_.info("control port listening on ", control_->bound_address(), cfg_.token.empty() ? "" : " (token required)");
+  const auto same_host = control_->same_host_name();
+  log_.info("control port listening on ", control_->bound_address(),
+            same_host.empty() ? "" : " and, for services on this host, " + same_host,
+            cfg_.token.empty() ? "" : " (token required)");
   if (!cfg_.admin_address.empty()) {
     admin_ = std::make_unique<admin_server>(io_.get_executor(), *registry_, log_);
     if (auto ec = admin_->bind(cfg_.admin_address)) {

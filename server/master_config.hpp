@@ -14,6 +14,9 @@ namespace socketmaster::server {
 struct master_config {
   // Control port: host:port, or a path (contains '/') for a Unix socket.
   std::string control_address = "127.0.0.1:9999";
+  // A loopback TCP control port also takes services on an abstract Unix socket named after it,
+  // which the SDK tries first (socketmaster::same_host_socket_name): no TCP on the yamux hop.
+  bool same_host_socket = true;
   // Shared secret services must present; empty = none.
   std::string token;
   // Without a token the control port must be loopback or a Unix socket, unless this is set.

@@ -6,12 +6,13 @@ Run by `bash .ci/bench` (which builds in Release first); by hand:
 
 The paths, all to one `hello` handler on loopback (127.0.0.1):
   (a) direct   hello --listen 127.0.0.1:0
-  (b) sdk      hello registered with the master through the SDK (its streams come over yamux)
+  (b) sdk      hello registered with the master through the SDK (its streams come over yamux, on the
+               control connection the SDK makes by default: the master's same-host socket)
   (c) connect  socketmaster-connect --http in front of (a)'s port, registered with the same master
   (d) nginx    nginx (1 worker, upstream keep-alive, access log off) in front of (a)
   (e) haproxy  HAProxy (nbthread 1, http-reuse always, keep-alive) in front of (a)
-  (f) sdk-unix (b) with the service's control connection on a Unix socket instead of TCP loopback
-               (a master of its own with --control PATH); the targets are (b)'s, on the default
+  (f) sdk-tcp  (b) with the service's control connection on TCP loopback instead
+               (SOCKETMASTER_SAME_HOST_SOCKET=0), as before the same-host socket; same master
 
 What is measured, in rounds (--rounds, default 3). In every round each test runs once per path,
 back to back, the starting path rotating from round to round, so that the figures compared with
@@ -60,7 +61,7 @@ PATHS = [
     ("c", "connect", "master + socketmaster-connect"),
     ("d", "nginx", "nginx -> (a)"),
     ("e", "haproxy", "HAProxy -> (a)"),
-    ("f", "sdk-unix", "(b), Unix control socket"),
+    ("f", "sdk-tcp", "(b), control over TCP"),
 ]
 TESTS = ["keepalive", "close", "bulk", "latency", "idle"]
 TEXT = "hello from the bench"
@@ -269,10 +270,9 @@ def start_paths(procs, bins, workdir):
     _, public_c = procs.start("connect", [bins["socketmaster-connect"], "--master", control, "--port", "0", "--http",
                                           "--backend", urls["a"], "--drain-timeout", "1"], "listening")
     urls["c"] = f"127.0.0.1:{port_of(public_c)}"
-    control_unix = os.path.join(workdir, "control.sock")
-    procs.start("master-unix", [bins["socketmaster"], "--control", control_unix, "--drain-timeout", "1"], "control")
-    _, public_f = procs.start("hello-sdk-unix", [bins["hello"], "--master", control_unix, "--port", "0", "--text",
-                                                 TEXT, "--drain-timeout", "1"], "listening")
+    _, public_f = procs.start("hello-sdk-tcp", ["/usr/bin/env", "SOCKETMASTER_SAME_HOST_SOCKET=0", bins["hello"],
+                                                "--master", control, "--port", "0", "--text", TEXT,
+                                                "--drain-timeout", "1"], "listening")
     urls["f"] = f"127.0.0.1:{port_of(public_f)}"
 
     nginx_port = free_port()
@@ -566,7 +566,7 @@ def print_report(args, results, idle, env):
         if test not in args.tests:
             continue
         parts = []
-        for num, den in (("b", "a"), ("c", "d"), ("b", "e"), ("f", "a"), ("f", "b")):
+        for num, den in (("b", "a"), ("c", "d"), ("b", "e"), ("f", "a"), ("b", "f")):
             if num in keys and den in keys:
                 parts.append(f"({num})/({den}) {ratio_median(results, test, num, den):.2f}")
         extra.append(f"  {label:11} " + "  ".join(parts))

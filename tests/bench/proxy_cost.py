@@ -81,7 +81,7 @@ def main(argv):
                  "c": [("master", "master"), ("sidecar", "connect")],
                  "d": [("nginx", "nginx"), ("hello", "hello-direct")],
                  "e": [("haproxy", "haproxy"), ("hello", "hello-direct")],
-                 "f": [("master", "master-unix"), ("hello-sdk", "hello-sdk-unix")]}
+                 "f": [("master", "master"), ("hello-sdk", "hello-sdk-tcp")]}
         events = ["task-clock", "context-switches", "raw_syscalls:sys_enter"]
         if args.mallocs:
             libc = next((p for p in LIBC_CANDIDATES if os.path.exists(p)), None)

@@ -1,10 +1,12 @@
 // The SDK listener (client-sdk/listener.cpp) against the real `socketmaster` binary: registering,
 // accepting and echoing with the client's real address; surviving a master restart; draining while
-// a new instance takes over; every rejection with its code and message; cancellation and close.
+// a new instance takes over; every rejection with its code and message; cancellation and close;
+// the same-host socket and each way of keeping the control connection on TCP.
 // Clients are real loopback TCP connections. Every wait is on an event (a line, a connection, a
 // response, a callback); the only clocks are the bounds on how long a test may take.
 #include "socketmaster/client.hpp"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -682,4 +684,58 @@ TEST_CASE("a PROXY header split across frames is read whole; a bad one is droppe
       co_await accepted_from(accepted, client, payload);
     }
   });
+}
+
+TEST_CASE("a loopback master address reaches the master's same-host socket; the option, the environment "
+          "and the master's --no-same-host-socket each keep it on TCP") {
+  struct variant {
+    const char* name;
+    std::vector<std::string> master_args;
+    bool option;
+    bool env_off;
+    bool expect_same_host;
+  };
+  const variant variants[] = {
+      {"default", {}, true, false, true},
+      {"options::same_host_socket = false", {}, false, false, false},
+      {"SOCKETMASTER_SAME_HOST_SOCKET=0", {}, true, true, false},
+      {"master --no-same-host-socket", {"--no-same-host-socket"}, true, false, false},
+  };
+  for (const auto& v : variants) {
+    CAPTURE(v.name);
+    master_process master(v.master_args);
+    struct env_off {  // unset again however the case ends
+      explicit env_off(bool on) : on(on) {
+        if (on) ::setenv("SOCKETMASTER_SAME_HOST_SOCKET", "0", 1);
+      }
+      ~env_off() {
+        if (on) ::unsetenv("SOCKETMASTER_SAME_HOST_SOCKET");
+      }
+      bool on;
+    } env(v.env_off);
+    run([&](asio::io_context& io) -> asio::awaitable<void> {
+      auto ex = io.get_executor();
+      auto opts = test_options(master.control_address());
+      opts.same_host_socket = v.option;
+      auto l = co_await listen_ok(raw_tcp(), opts);
+      CHECK(l.via_same_host_socket() == v.expect_same_host);
+      // Either way the registration serves: one connection echoed through it.
+      ends done(ex);
+      auto service = [&]() -> asio::awaitable<void> {
+        auto [ec, s] = co_await l.async_accept(use_tuple);
+        REQUIRE_FALSE(ec);
+        co_await echo(s);
+      };
+      auto one_client = [&]() -> asio::awaitable<void> {
+        auto c = co_await connect_to(l.bound_address());
+        const std::string payload(300 * 1024, 'x');
+        co_await asio::async_write(c, asio::buffer(payload), asio::use_awaitable);
+        c.shutdown(asio::socket_base::shutdown_send);
+        CHECK(co_await read_to_eof(c) == payload);
+      };
+      spawn(ex, service(), done);
+      spawn(ex, one_client(), done);
+      co_await join(done, 2);
+    });
+  }
 }

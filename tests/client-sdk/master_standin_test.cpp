@@ -152,6 +152,8 @@ TEST_CASE("against the hashicorp/yamux + capnp stand-in: 1,000 concurrent echo s
   // What the stand-in made up with `capnp encode`, decoded by us.
   CHECK(l.registration_id() == 77);
   CHECK(l.bound_address() == "127.0.0.1:4242");
+  // The stand-in has no same-host socket: the SDK found nobody behind the name and took TCP.
+  CHECK_FALSE(l.via_same_host_socket());
 
   service_log log;
   asio::co_spawn(

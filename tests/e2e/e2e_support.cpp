@@ -27,11 +27,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-std::string master_binary() {
-  if (const char* other = std::getenv("SOCKETMASTER_E2E_MASTER"); other && *other) return other;
-  return SOCKETMASTER_PATH;
-}
-
 bool verbose() {
   const char* v = std::getenv("E2E_VERBOSE");
   return v && *v && std::string_view(v) != "0";
@@ -49,6 +44,11 @@ std::string millis(duration d) {
 }
 
 }  // namespace
+
+std::string master_binary() {
+  if (const char* other = std::getenv("SOCKETMASTER_E2E_MASTER"); other && *other) return other;
+  return SOCKETMASTER_PATH;
+}
 
 // --- master_process ------------------------------------------------------------------------------
 

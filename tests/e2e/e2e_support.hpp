@@ -36,6 +36,9 @@ inline constexpr duration default_wait = 15s;
 
 // --- the master ----------------------------------------------------------------------------------
 
+// The socketmaster binary the tests run ($SOCKETMASTER_E2E_MASTER, else this build's).
+std::string master_binary();
+
 // `socketmaster --control 127.0.0.1:0 --admin 127.0.0.1:0 --log-level debug` plus `extra_args`
 // (which may name another --control or --log-level); stdout and stderr together, one log line at a
 // time.

@@ -1,5 +1,6 @@
 // The control port, end to end: every rejection code the master can produce, each with a sentence,
-// with the master still serving afterwards; and the admin endpoint's /metrics and /routes following
+// with the master still serving afterwards; the same-host socket (taken by our SDK's hello, refused
+// when another process holds its name); and the admin endpoint's /metrics and /routes following
 // registrations, pools, grace and the queue. Services are the Go peer (its request made by
 // `capnp encode`) and raw sockets; a rejection a raw socket receives is decoded by `capnp decode`.
 //
@@ -7,12 +8,21 @@
 // these tests do not provoke.
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "protocol/handshake.hpp"
 #include "tests/e2e/e2e_support.hpp"
 
 using namespace socketmaster::e2e;
@@ -193,4 +203,53 @@ TEST_CASE("admin: /metrics and /routes follow registrations, pools, grace and th
   metrics = admin_get(m, "/metrics");
   CHECK(metric(metrics, "socketmaster_route_in_grace" + where("*/b")) == "0");
   CHECK(metric(metrics, "socketmaster_queued_connections" + where("*/b")) == "0");
+}
+
+TEST_CASE("a loopback control port also takes services on its same-host socket; --no-same-host-socket keeps them on TCP") {
+  {
+    master_process m;
+    hello_service h(m, {"--port", "0", "--text", "same host"});
+    CHECK(m.wait_for_log("registration 1 from ").find("from same-host:") != std::string::npos);
+    CHECK(m.logged("and, for services on this host, @socketmaster/control/" + m.control()));
+    CHECK(curl({"http://127.0.0.1:" + std::to_string(port_of(h.bound())) + "/s"}).body.starts_with("same host\npath: /s\n"));
+  }
+  {
+    master_process m({"--no-same-host-socket"});
+    hello_service h(m, {"--port", "0", "--text", "over tcp"});
+    CHECK(m.wait_for_log("registration 1 from ").find("from 127.0.0.1:") != std::string::npos);
+    CHECK_FALSE(m.logged("for services on this host"));
+    CHECK(curl({"http://127.0.0.1:" + std::to_string(port_of(h.bound())) + "/t"}).body.starts_with("over tcp\npath: /t\n"));
+  }
+}
+
+TEST_CASE("a master whose same-host socket name another process holds refuses to start and names it") {
+  // A free loopback port (bound, then released), and the same-host name for it taken first.
+  const int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(probe >= 0);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t in_len = sizeof in;
+  REQUIRE(::bind(probe, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0);
+  REQUIRE(::getsockname(probe, reinterpret_cast<sockaddr*>(&in), &in_len) == 0);
+  ::close(probe);
+  const std::string control = "127.0.0.1:" + std::to_string(ntohs(in.sin_port));
+
+  const std::string name = socketmaster::same_host_socket_name(control);
+  const int squatter = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(squatter >= 0);
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  REQUIRE(name.size() <= sizeof un.sun_path);
+  std::memcpy(un.sun_path, name.data(), name.size());
+  const auto un_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
+  REQUIRE(::bind(squatter, reinterpret_cast<sockaddr*>(&un), un_len) == 0);
+  REQUIRE(::listen(squatter, 1) == 0);
+
+  const auto r = run({"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", master_binary(), "--control", control});
+  ::close(squatter);
+  CHECK(r.status.signal == 0);  // it ended by itself, not at the run's time limit
+  CHECK(r.status.code != 0);
+  CHECK_MESSAGE(r.out.find("same-host socket @" + name.substr(1)) != std::string::npos, r.out);
+  CHECK_MESSAGE(r.out.find("in use") != std::string::npos, r.out);
 }

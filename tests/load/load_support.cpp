@@ -178,7 +178,7 @@ std::uint16_t free_port() {
 }
 
 std::uint64_t registration_id(e2e::master_process& m, std::size_t from, const std::string& bound, duration timeout) {
-  // "... registration 7 from 127.0.0.1:50123: 127.0.0.1:0 http */app on 127.0.0.1:41235"
+  // "... registration 7 from same-host: 127.0.0.1:0 http */app on 127.0.0.1:41235"
   const auto line = m.wait_for_log(" on " + bound, from, timeout);
   const auto at = line.find("registration ");
   if (at == std::string::npos) throw std::runtime_error("not a registration line: " + line);

@@ -53,6 +53,11 @@ struct options {
   // host:port (an IP literal or localhost), or a Unix socket path (anything with a '/').
   // Empty: $SOCKETMASTER_ADDR, else 127.0.0.1:9999.
   std::string master_address;
+  // For a loopback host:port, reach the master through its same-host socket (an abstract Unix
+  // socket named after the control address; the same handshake and yamux without TCP on the hop,
+  // about 1.5x the bulk throughput) when it has one, else TCP. SOCKETMASTER_SAME_HOST_SOCKET=0
+  // in the environment turns it off.
+  bool same_host_socket = true;
   // Shared token. Empty: $SOCKETMASTER_TOKEN, else none.
   std::string token;
   // Connecting to the master and its handshake answer, together, must take at most this.
@@ -227,6 +232,8 @@ class listener {
   std::uint64_t registration_id() const;
   // Whether the control connection is up right now (false while reconnecting).
   bool connected() const;
+  // Whether the latest control connection went to the master's same-host socket (options::same_host_socket).
+  bool via_same_host_socket() const;
   // Set once the listener has given up: the permanent rejection's code, or operation_aborted after
   // close() or a finished drain. Empty while it works or reconnects.
   std::error_code error() const;
