@@ -242,10 +242,9 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
   }
   st.via_same_host = false;
   if (ip.is_loopback() && st.opts.same_host_socket) {
-    // The master's same-host socket first (no TCP on the hop); nobody behind that name (a master
-    // that runs without it, or another implementation) refuses at once, and TCP follows.
+    // The master's same-host socket first (no TCP on the hop). Nobody behind the name (a master
+    // that runs without it, another implementation) or a full backlog refuses at once: TCP then.
     const std::string bound = (ip.is_v6() ? "[" + ip.to_string() + "]" : ip.to_string()) + ":" + std::to_string(*port);
-    // Nobody behind the name, or a full backlog (EAGAIN): TCP then.
     asio::local::stream_protocol::socket local(st.ex);
     if (!co_await connect_local(local, asio::local::stream_protocol::endpoint(same_host_socket_name(bound)))) {
       st.via_same_host = true;
