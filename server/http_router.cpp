@@ -444,7 +444,8 @@ class http_connection : private yamux::payload_sink {
     link_reused_ = link_.open() && link_.route_id == route_id && reg_.member_usable(route_id, link_.member_id);
     if (link_reused_) co_return true;
     link_.drop();
-    auto got = co_await reg_.acquire(route_id);
+    auto got = co_await reg_.acquire(route_id, &client_.lowest_layer());
+    if (got.status == acquire_status::abandoned) co_return false;  // nobody to answer
     if (got.status == acquire_status::queue_full) {
       co_await respond_and_close(503, "the service is restarting and too many requests are waiting; retry shortly");
       co_return false;

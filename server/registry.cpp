@@ -1,7 +1,10 @@
 // See registry.hpp.
 #include "registry.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <limits>
 
 #include <asio/experimental/as_tuple.hpp>
@@ -314,7 +317,7 @@ std::optional<member> registry::pick(route& r) {
   return r.members[*best];
 }
 
-asio::awaitable<acquired> registry::acquire(std::uint64_t route_id) {
+asio::awaitable<acquired> registry::acquire(std::uint64_t route_id, asio::ip::tcp::socket::lowest_layer_type* client) {
   acquired out;
   for (;;) {
     auto it = routes_.find(route_id);
@@ -346,13 +349,46 @@ asio::awaitable<acquired> registry::acquire(std::uint64_t route_id) {
     r.queue.push_back(&w);
     ++stats_.queued_total;
     log_.debug("route ", route_id, ": no live member, a connection waits in the queue (", r.queue.size(), " waiting)");
+    // The client's departure ends the wait like a wake-up does; the watch outlives `w` only as
+    // far as its handler, which then finds nobody to tell.
+    auto watch = client ? watch_departure(*client, w.timer) : nullptr;
     co_await w.timer.async_wait(use_tuple);
+    if (watch) {
+      watch->timer = nullptr;
+      std::error_code ignored;
+      if (!watch->done) client->cancel(ignored);
+      if (watch->client_left) {
+        if (auto again = routes_.find(route_id); again != routes_.end()) std::erase(again->second.queue, &w);
+        ++stats_.queue_abandoned;
+        log_.debug("route ", route_id, ": a queued connection's client left; its request is dropped");
+        out.status = acquire_status::abandoned;
+        co_return out;
+      }
+    }
     if (!w.woken) {
       if (auto again = routes_.find(route_id); again != routes_.end()) std::erase(again->second.queue, &w);
       out.status = acquire_status::expired;
       co_return out;
     }
   }
+}
+
+std::shared_ptr<registry::departure_watch> registry::watch_departure(asio::ip::tcp::socket::lowest_layer_type& client,
+                                                                     asio::steady_timer& timer) {
+  auto watch = std::make_shared<departure_watch>();
+  watch->timer = &timer;
+  client.async_wait(asio::socket_base::wait_read, [watch, fd = client.native_handle()](std::error_code ec) {
+    watch->done = true;
+    if (ec || !watch->timer) return;  // cancelled: the wait ended otherwise
+    // Readable: the end of the stream or an error, unless bytes come first (they are left there).
+    char byte;
+    const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      watch->client_left = true;
+      watch->timer->cancel();
+    }
+  });
+  return watch;
 }
 
 bool registry::member_usable(std::uint64_t route_id, std::uint64_t member_id) const {

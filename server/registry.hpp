@@ -63,7 +63,8 @@ struct route::waiter {
 };
 
 // What a connection gets when it asks for a member of a route.
-enum class acquire_status { ok, no_route, queue_full, expired };
+// abandoned: the client left while its connection waited in the queue (its request is dropped).
+enum class acquire_status { ok, no_route, queue_full, expired, abandoned };
 
 struct acquired {
   acquire_status status = acquire_status::no_route;
@@ -89,6 +90,7 @@ struct registry_stats {
   std::uint64_t connections_accepted = 0;
   std::uint64_t queued_total = 0;
   std::uint64_t queue_rejections = 0;
+  std::uint64_t queue_abandoned = 0;  // clients that left while waiting in a queue
   std::uint64_t grace_expired = 0;
   std::uint64_t active_connections = 0;
   std::uint64_t bytes_up = 0;    // client to service
@@ -118,7 +120,12 @@ class registry {
   void detach(std::uint64_t registration_id);
 
   // A member of `route_id` with an open stream, waiting in the route's queue while it has none.
-  asio::awaitable<acquired> acquire(std::uint64_t route_id);
+  // While it waits, `client` (the public connection's socket, when given) is watched: a client
+  // that closes or resets its connection gives up its place (abandoned), so that a request nobody
+  // waits for any more is neither kept in the queue nor forwarded when a service comes back. Bytes
+  // arriving from the client (a body, a pipelined request, TLS records) hide whether it is still
+  // there; then it keeps its place. Nothing else may wait on `client` meanwhile.
+  asio::awaitable<acquired> acquire(std::uint64_t route_id, asio::ip::tcp::socket::lowest_layer_type* client = nullptr);
   // Whether a kept-alive stream to `member_id` may carry another request of `route_id`.
   bool member_usable(std::uint64_t route_id, std::uint64_t member_id) const;
 
@@ -156,6 +163,14 @@ class registry {
     bool attached = false;
     bool proxy_protocol = false;
   };
+
+  // acquire()'s watch on a queued connection's client, shared with the wait's handler.
+  struct departure_watch {
+    asio::steady_timer* timer = nullptr;  // the waiter's, to cancel; null once acquire() moved on
+    bool done = false;                    // the handler ran
+    bool client_left = false;
+  };
+  std::shared_ptr<departure_watch> watch_departure(asio::ip::tcp::socket::lowest_layer_type& client, asio::steady_timer& timer);
 
   handshake_rejected reject(rejection_code code, std::string message);
   std::optional<member> pick(route& r);

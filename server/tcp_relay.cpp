@@ -10,10 +10,12 @@ namespace socketmaster::server {
 
 template <class Client>
 asio::awaitable<void> relay_tcp(registry& reg, std::uint64_t route_id, Client& client, const connection_info& info) {
-  auto got = co_await reg.acquire(route_id);
+  auto got = co_await reg.acquire(route_id, &client.lowest_layer());
   if (got.status != acquire_status::ok) {
-    reg.log().info("conn ", info.id, " from ", info.client, ": no service for the raw TCP route (",
-                   got.status == acquire_status::queue_full ? "queue full" : "grace over", "); closing");
+    const char* why = got.status == acquire_status::queue_full ? "queue full"
+                      : got.status == acquire_status::abandoned ? "the client left while queued"
+                                                                 : "grace over";
+    reg.log().info("conn ", info.id, " from ", info.client, ": no service for the raw TCP route (", why, "); closing");
     co_return;
   }
   auto& backend = got.stream;

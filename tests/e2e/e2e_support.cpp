@@ -195,6 +195,12 @@ void go_service::terminate() {
 
 void go_service::kill() { process_.kill(); }
 
+void kill_registered(master_process& m, go_service& s, const registration& r) {
+  const auto mark = m.mark();
+  s.kill();
+  m.wait_for_log("registration " + std::to_string(r.id) + " ended", mark);
+}
+
 hello_service::hello_service(const master_process& m, std::vector<std::string> args)
     : process_([&] {
         std::vector<std::string> argv{HELLO_PATH, "--master", m.control()};

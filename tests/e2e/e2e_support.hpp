@@ -163,6 +163,10 @@ std::string join(const std::vector<long long>& values);
 // GET http://<admin><path> with a raw socket; the body.
 std::string admin_get(const master_process& m, std::string_view path);
 
+// Kills `s` (its control connection just drops) and waits until the master logs that its
+// registration `r` ended: the route is in grace from there.
+void kill_registered(master_process& m, go_service& s, const registration& r);
+
 // /usr/bin/python3 tests/e2e/ws_echo_client.py URL [CAFILE]: prints "ECHO OK" after echoing text,
 // a large message, binary and a ping, and closing cleanly.
 run_result websocket_echo(const std::string& url, const std::string& cafile = {});

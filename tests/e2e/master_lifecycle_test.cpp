@@ -1,6 +1,6 @@
 // Services and the master coming and going, end to end: a draining service (GoAway) gets no new
 // streams while its in-flight request completes and a second instance takes over; a request that
-// arrives while a route is in grace waits for the replacement; grace expiry answers 503 and closes
+// arrives while a route is in grace waits for the replacement, unless its client leaves first; grace expiry answers 503 and closes
 // the listener; SIGTERM on the master drains it (idle keep-alive connections closed at once, a
 // request under way answered) and it exits 0. Waits are on events the master
 // logs or the service prints, never on the clock.
@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <optional>
 #include <string>
 
 #include "tests/e2e/e2e_support.hpp"
@@ -83,10 +84,8 @@ TEST_CASE("grace: a request that arrives while the service is gone waits, and it
   const auto r1 = g1.accepted();
   CHECK(curl({url(r1.port, "/g")}).body.starts_with("G1\n"));
 
+  kill_registered(m, g1, r1);
   auto mark = m.mark();
-  g1.kill();
-  m.wait_for_log("registration " + std::to_string(r1.id) + " ended", mark);
-  mark = m.mark();
   background_run queued(curl_argv({url(r1.port, "/g/queued")}));
   m.wait_for_log("waits in the queue", mark);
   CHECK_FALSE(queued.ended());
@@ -130,10 +129,8 @@ TEST_CASE("grace: when the route's queue is full (--queue-limit), a further requ
   master_process m({"--grace", "30", "--queue-limit", "1"});
   go_service g(m, {"-port", "0", "-text", "G"});
   const auto r = g.accepted();
+  kill_registered(m, g, r);
   auto mark = m.mark();
-  g.kill();
-  m.wait_for_log("registration " + std::to_string(r.id) + " ended", mark);
-  mark = m.mark();
   background_run first(curl_argv({url(r.port, "/first")}));
   m.wait_for_log("waits in the queue", mark);
 
@@ -145,6 +142,34 @@ TEST_CASE("grace: when the route's queue is full (--queue-limit), a further requ
   go_service back(m, {"-port", std::to_string(r.port), "-text", "back"});
   back.accepted();
   CHECK(only_response(first).body.starts_with("back\npath: /first\n"));
+}
+
+TEST_CASE("grace: a client that leaves while queued gives up its place, and its request never reaches a service") {
+  master_process m({"--grace", "30", "--queue-limit", "1"});
+  go_service g(m, {"-port", "0", "-text", "G"});
+  const auto r = g.accepted();
+  kill_registered(m, g, r);
+
+  auto mark = m.mark();
+  std::optional<tcp_client> impatient(std::in_place, r.port);
+  impatient->send("GET /impatient HTTP/1.1\r\nHost: x\r\n\r\n");
+  m.wait_for_log("waits in the queue", mark);
+  impatient.reset();  // closes its connection
+  m.wait_for_log("a queued connection's client left", mark);
+
+  // The one place in the queue is free again (else: 503 at once), and the request that takes it is
+  // the only one the replacement sees.
+  mark = m.mark();
+  background_run patient(curl_argv({url(r.port, "/patient")}));
+  m.wait_for_log("waits in the queue", mark);
+  go_service back(m, {"-port", std::to_string(r.port), "-text", "back"});
+  back.accepted();
+  const auto answer = only_response(patient);
+  CHECK(answer.status == 200);
+  CHECK(answer.body.starts_with("back\npath: /patient\n"));
+  const auto metrics = admin_get(m, "/metrics");
+  CHECK(metrics.find("\nsocketmaster_queue_abandoned_total 1\n") != std::string::npos);
+  CHECK(metrics.find("\nsocketmaster_streams_opened_total 1\n") != std::string::npos);
 }
 
 TEST_CASE("SIGTERM on the master: it stops accepting, lets the in-flight request finish, and exits 0") {

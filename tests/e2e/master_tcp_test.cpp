@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 #include <string>
 #include <string_view>
@@ -120,17 +121,35 @@ TEST_CASE("raw TCP: a connection made during grace waits for the replacement; by
   master_process m({"--grace", "30"});
   go_service first(m, {"-port", "0", "-tcp", "-mode", "echo"});
   const auto r = first.accepted();
-  auto mark = m.mark();
-  first.kill();
-  m.wait_for_log("registration " + std::to_string(r.id) + " ended", mark);
+  kill_registered(m, first, r);
 
-  mark = m.mark();
+  auto mark = m.mark();
   tcp_client c(r.port);
   c.send("sent while nobody serves the port");
   m.wait_for_log("waits in the queue", mark);
   go_service second(m, {"-port", std::to_string(r.port), "-tcp", "-mode", "echo"});
   second.accepted();
   CHECK(c.exchange_then_half_close(", and after") == "sent while nobody serves the port, and after");
+}
+
+TEST_CASE("raw TCP: a connection closed by its client while it waits leaves the queue; the route still serves") {
+  master_process m({"--grace", "30", "--queue-limit", "1"});
+  go_service first(m, {"-port", "0", "-tcp", "-mode", "echo"});
+  const auto r = first.accepted();
+  kill_registered(m, first, r);
+
+  auto mark = m.mark();
+  std::optional<tcp_client> gone(std::in_place, r.port);
+  m.wait_for_log("waits in the queue", mark);
+  gone.reset();
+  m.wait_for_log("the client left while queued", mark);
+
+  mark = m.mark();
+  tcp_client c(r.port);  // takes the one place in the queue
+  m.wait_for_log("waits in the queue", mark);
+  go_service second(m, {"-port", std::to_string(r.port), "-tcp", "-mode", "echo"});
+  second.accepted();
+  CHECK(c.exchange_then_half_close("still served") == "still served");
 }
 
 TEST_CASE("raw TCP: when the grace period ends, a waiting connection is closed and the port refuses connections") {
