@@ -78,6 +78,7 @@ std::error_code options::validate(const char** what) const {
   if (reconnect_min.count() <= 0) return bad("reconnect_min must be positive");
   if (reconnect_max < reconnect_min) return bad("reconnect_max must be at least reconnect_min");
   if (proxy_header_timeout.count() <= 0) return bad("proxy_header_timeout must be positive");
+  if (unix_send_buffer > max_unix_send_buffer) return bad("unix_send_buffer must be at most 1 GiB");
   return yamux.validate(what);
 }
 
@@ -202,14 +203,20 @@ asio::awaitable<handshake_outcome> handshake_over(listener_state& st, Socket soc
 // pass through the reactor before the handshake: connect_and_register() starts inline, and when
 // the blocking listen() runs inside a handler of its io_context (its run_one() loop nests), a
 // completion Asio queues at once (the first write to a Unix socket, an async_connect) would land on
-// the outer handler's thread-private queue, which only that handler's end releases.
+// the outer handler's thread-private queue, which only that handler's end releases. The pass is an
+// expired timer's: a wait for writability would leave the socket registered for it for good, and
+// a Unix socket would then wake us each time the master reads (see session.hpp).
 asio::awaitable<std::error_code> connect_local(asio::local::stream_protocol::socket& sock,
-                                               const asio::local::stream_protocol::endpoint& ep) {
+                                               const asio::local::stream_protocol::endpoint& ep,
+                                               std::size_t send_buffer) {
   std::error_code ec;
   sock.open(asio::local::stream_protocol(), ec);
   if (!ec) sock.non_blocking(true, ec);
+  if (!ec && send_buffer > 0) sock.set_option(asio::socket_base::send_buffer_size(static_cast<int>(send_buffer)), ec);
   if (!ec) sock.connect(ep, ec);
-  if (!ec) std::tie(ec) = co_await sock.async_wait(asio::socket_base::wait_write, use_tuple);
+  if (ec) co_return ec;
+  asio::steady_timer pass(sock.get_executor(), asio::steady_timer::time_point::min());
+  co_await pass.async_wait(use_tuple);
   co_return ec;
 }
 
@@ -225,7 +232,7 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
   };
   if (addr.find('/') != std::string::npos) {
     asio::local::stream_protocol::socket sock(st.ex);
-    if (auto ec = co_await connect_local(sock, asio::local::stream_protocol::endpoint(addr))) co_return failed(ec, false);
+    if (auto ec = co_await connect_local(sock, asio::local::stream_protocol::endpoint(addr), st.opts.unix_send_buffer)) co_return failed(ec, false);
     co_return co_await handshake_over(st, std::move(sock), deadline);
   }
   const auto colon = addr.rfind(':');
@@ -246,7 +253,8 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
     // that runs without it, another implementation) or a full backlog refuses at once: TCP then.
     const std::string bound = (ip.is_v6() ? "[" + ip.to_string() + "]" : ip.to_string()) + ":" + std::to_string(*port);
     asio::local::stream_protocol::socket local(st.ex);
-    if (!co_await connect_local(local, asio::local::stream_protocol::endpoint(same_host_socket_name(bound)))) {
+    if (!co_await connect_local(local, asio::local::stream_protocol::endpoint(same_host_socket_name(bound)),
+                              st.opts.unix_send_buffer)) {
       st.via_same_host = true;
       co_return co_await handshake_over(st, std::move(local), deadline);
     }

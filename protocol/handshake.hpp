@@ -137,5 +137,7 @@ decode_result decode_response(std::span<const std::byte> whole_message, handshak
 // (issue 6). `bound` is the control address as the master reports it: "127.0.0.1:9999",
 // "[::1]:9999". The name starts with a NUL byte (the abstract namespace).
 std::string same_host_socket_name(std::string_view bound);
+// The largest send buffer either side asks of the kernel for a Unix control connection.
+inline constexpr std::size_t max_unix_send_buffer = std::size_t{1} << 30;
 
 }  // namespace socketmaster

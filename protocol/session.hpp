@@ -8,12 +8,17 @@
 // the session's memory alive (they share it) but not the session itself.
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <limits>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
 #include <type_traits>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -22,6 +27,8 @@
 #include <asio/buffer.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
@@ -49,6 +56,10 @@ template <class T>
 struct is_plain_socket : std::false_type {};
 template <class Protocol, class Executor>
 struct is_plain_socket<asio::basic_stream_socket<Protocol, Executor>> : std::true_type {};
+template <class T>
+struct is_unix_socket : std::false_type {};
+template <class Executor>
+struct is_unix_socket<asio::basic_stream_socket<asio::local::stream_protocol, Executor>> : std::true_type {};
 
 // Drops the first `n` bytes of a gather list.
 inline void consume_front(std::vector<asio::const_buffer>& buffers, std::size_t n) {
@@ -76,12 +87,19 @@ class session_over final : public session_core {
     asio::co_spawn(get_executor(), read_loop(self), on_exit);
     asio::co_spawn(get_executor(), write_loop(self), on_exit);
   }
-  void close_transport() override { detail::close_transport(transport_); }
+  void close_transport() override {
+    detail::close_transport(transport_);
+    if constexpr (is_unix_socket<AsyncStream>::value) {
+      std::error_code ec;
+      if (write_waiter_) write_waiter_->close(ec);  // a pending wait ends with operation_aborted
+    }
+  }
   bool write_directly() override {
     if constexpr (is_plain_socket<AsyncStream>::value) {
       if (!direct_rest_.empty() || !transport_.non_blocking()) return false;  // the writer is not set up yet
       if (!prepare_batch(direct_rest_)) return true;
       if (!send_now(direct_rest_)) return false;
+      writes_flow();
       direct_rest_.clear();
       return true;
     } else {
@@ -142,7 +160,14 @@ class session_over final : public session_core {
         // First as one system call: when the socket takes the whole batch (it usually does), its
         // completion costs no turn of the event loop, which at low load is an epoll_wait of its own
         // (issue 6: latency at a fixed rate). The rest, if any, goes the asynchronous way.
-        if (self->send_now(batch)) continue;
+        if (self->send_now(batch)) {
+          self->writes_flow();
+          continue;
+        }
+      }
+      if constexpr (is_unix_socket<AsyncStream>::value) {
+        co_await self->write_rest_when_writable(batch);
+        continue;
       }
       // Hand the whole batch to each write_some: asio's default transfer_all() would cap every
       // system call at 64 KiB, cutting a 1 MiB batch into 16 writes.
@@ -165,7 +190,45 @@ class session_over final : public session_core {
     return false;
   }
 
+  // What a Unix socket did not take: sent as it makes room, with the waiting done on a duplicate of
+  // its descriptor. Why not asio::async_write on the socket itself: Asio adds EPOLLOUT to a
+  // descriptor's epoll registration the first time a write waits and never takes it off, and a
+  // Unix socket signals writability each time its peer reads (TCP only after a write found it
+  // full). One burst would then wake this process at every read the peer makes for the rest of
+  // the session: an extra wakeup and context switch per request on either side (measured on the
+  // service behind the master's same-host socket, issue 6). The duplicate is registered while
+  // writes wait and dropped (writes_flow) once a batch goes out whole again.
+  asio::awaitable<void> write_rest_when_writable(std::vector<asio::const_buffer>& batch) {
+    constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+    for (;;) {
+      if (!write_waiter_) {
+        const int fd = ::fcntl(transport_.native_handle(), F_DUPFD_CLOEXEC, 0);
+        std::error_code ec;
+        if (fd >= 0) write_waiter_.emplace(get_executor()).assign(fd, ec);
+        if (fd < 0 || ec) {
+          if (fd >= 0 && ec) ::close(fd);
+          write_waiter_.reset();
+          batch_done(fd < 0 ? std::error_code(errno, std::system_category()) : ec);
+          co_return;
+        }
+      }
+      auto [ec] = co_await write_waiter_->async_wait(asio::posix::stream_descriptor::wait_write, use_tuple);
+      if (!ec && is_closed()) ec = asio::error::operation_aborted;
+      if (ec) {
+        batch_done(ec);
+        co_return;
+      }
+      if (send_now(batch)) co_return;
+    }
+  }
+  // A batch went out whole at its first attempt: writes no longer wait, so the duplicate goes.
+  void writes_flow() {
+    if constexpr (is_unix_socket<AsyncStream>::value) write_waiter_.reset();
+  }
+
   AsyncStream transport_;
+  // For Unix sockets (see write_rest_when_writable); never engaged for other transports.
+  std::optional<asio::posix::stream_descriptor> write_waiter_;
 };
 
 }  // namespace detail

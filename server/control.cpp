@@ -233,6 +233,8 @@ asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor, const char* 
       sock.set_option(asio::ip::tcp::no_delay(true), pec);
     } else {
       peer = local_peer;
+      if (st->cfg.unix_send_buffer > 0)
+        sock.set_option(asio::socket_base::send_buffer_size(static_cast<int>(st->cfg.unix_send_buffer)), pec);
     }
     asio::co_spawn(st->ex, serve_control(st, std::move(sock), peer), [st](std::exception_ptr e) {
       if (!e) return;

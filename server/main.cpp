@@ -73,6 +73,9 @@ int main(int argc, char** argv) {
   bool no_same_host_socket = false;
   app.add_flag("--no-same-host-socket", no_same_host_socket,
                "Take services on the TCP control port only, not also on its same-host (abstract Unix) socket");
+  app.add_option("--unix-send-buffer", cfg.unix_send_buffer,
+                 "Send buffer (bytes) asked of the kernel per Unix control connection; 0 = the kernel's default")
+      ->capture_default_str();
   app.add_option("--grace", grace_seconds, "Seconds a route outlives its last service, queueing requests")
       ->envname("SOCKETMASTER_GRACE")
       ->capture_default_str()

@@ -1,6 +1,8 @@
 // See master_config.hpp.
 #include "master_config.hpp"
 
+#include "protocol/handshake.hpp"
+
 namespace socketmaster::server {
 
 std::string master_config::validate() const {
@@ -14,6 +16,7 @@ std::string master_config::validate() const {
   if (client_write_timeout.count() <= 0) return "the client write timeout must be positive";
   if (max_header_bytes < 1024) return "the header size limit must be at least 1024 bytes";
   if (max_headers == 0) return "the header count limit must be positive";
+  if (unix_send_buffer > max_unix_send_buffer) return "the Unix send buffer must be at most 1 GiB";
   const char* what = nullptr;
   if (yamux.validate(&what)) return std::string("yamux: ") + what;
   return {};

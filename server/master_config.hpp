@@ -17,6 +17,11 @@ struct master_config {
   // A loopback TCP control port also takes services on an abstract Unix socket named after it,
   // which the SDK tries first (socketmaster::same_host_socket_name): no TCP on the yamux hop.
   bool same_host_socket = true;
+  // Send buffer asked of the kernel for each Unix control connection (same-host socket or socket
+  // path), doubled and capped by it at net.core.wmem_max; 0 keeps its default (208 KiB), with
+  // which a bulk upload wakes the master and the service every 200 KiB. Loopback TCP grows its
+  // buffer by itself. Kernel memory, used only while bytes wait.
+  std::size_t unix_send_buffer = 1 << 20;
   // Shared secret services must present; empty = none.
   std::string token;
   // Without a token the control port must be loopback or a Unix socket, unless this is set.

@@ -461,6 +461,13 @@ TEST_CASE("each rejection surfaces with its code and the master's message") {
       CHECK(e.code == socketmaster::errc::invalid_config);
       CHECK(e.message.find("reconnect_max") != std::string::npos);
     }
+    SUBCASE("a Unix send buffer over 1 GiB is refused before connecting") {
+      auto o = opts;
+      o.unix_send_buffer = (std::size_t{1} << 30) + 1;
+      const auto e = co_await listen(raw_tcp(), o);
+      CHECK(e.code == socketmaster::errc::invalid_config);
+      CHECK(e.message.find("unix_send_buffer must be at most 1 GiB") != std::string::npos);
+    }
   });
 }
 

@@ -112,6 +112,7 @@ class hello_service {
  public:
   hello_service(const master_process& m, std::vector<std::string> args);
   const std::string& bound() const { return bound_; }
+  pid_t pid() const { return process_.pid(); }
 
  private:
   test::child_process process_;

@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -220,6 +221,54 @@ TEST_CASE("a loopback control port also takes services on its same-host socket; 
     CHECK_FALSE(m.logged("for services on this host"));
     CHECK(curl({"http://127.0.0.1:" + std::to_string(port_of(h.bound())) + "/t"}).body.starts_with("over tcp\npath: /t\n"));
   }
+}
+
+// The send buffer (sk_sndbuf, `tb` in `ss -m`) of each established Unix socket `pid` holds, by `ss`.
+std::vector<long> unix_send_buffers(pid_t pid) {
+  const auto r = run({"ss", "-xmpH", "state", "established"});
+  REQUIRE(r.status.code == 0);
+  std::vector<long> out;
+  std::istringstream lines(r.out);
+  const std::string owner = "pid=" + std::to_string(pid) + ",";
+  for (std::string line; std::getline(lines, line);) {
+    const auto tb = line.find(",tb");
+    if (line.find(owner) != std::string::npos && tb != std::string::npos) out.push_back(std::stol(line.substr(tb + 3)));
+  }
+  return out;
+}
+
+long proc_sys(const std::string& path) {
+  std::ifstream f(path);
+  long v = -1;
+  f >> v;
+  return v;
+}
+
+TEST_CASE("Unix control connections carry the send buffer each side asks for (--unix-send-buffer, "
+          "options::unix_send_buffer), as the kernel grants it") {
+  // The kernel doubles what it is asked for and caps the request at net.core.wmem_max.
+  const long wmem_max = proc_sys("/proc/sys/net/core/wmem_max");
+  const long wmem_default = proc_sys("/proc/sys/net/core/wmem_default");
+  REQUIRE(wmem_max > 0);
+  REQUIRE(wmem_default > 0);
+  const auto granted = [&](long asked) { return 2 * std::min(asked, wmem_max); };
+  {
+    master_process m({"--unix-send-buffer", "524288"});
+    hello_service h(m, {"--port", "0"});
+    m.wait_for_log("registration 1 from same-host:");
+    CHECK(unix_send_buffers(m.pid()) == std::vector<long>{granted(524288)});
+    CHECK(unix_send_buffers(h.pid()) == std::vector<long>{granted(1 << 20)});  // the SDK's default
+  }
+  {
+    master_process m({"--unix-send-buffer", "0"});  // the kernel's own default
+    hello_service h(m, {"--port", "0"});
+    m.wait_for_log("registration 1 from same-host:");
+    CHECK(unix_send_buffers(m.pid()) == std::vector<long>{wmem_default});
+  }
+  const auto r = run({"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", master_binary(), "--control", "127.0.0.1:0",
+                      "--unix-send-buffer", "2147483648"});
+  CHECK(r.status.code != 0);
+  CHECK_MESSAGE(r.out.find("the Unix send buffer must be at most 1 GiB") != std::string::npos, r.out);
 }
 
 TEST_CASE("a master whose same-host socket name another process holds refuses to start and names it") {

@@ -15,8 +15,14 @@
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 
+#include <sys/epoll.h>
+
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -745,6 +751,76 @@ TEST_CASE("at low load a stream write goes out in the caller's turn; right behin
     CHECK(payload.size() == data.size());
     const auto h2 = co_await read_frame(raw);
     CHECK(h2.stream_id == s2.id());
+  });
+}
+
+namespace {
+
+// This process's epoll registrations: registered descriptor -> event mask (/proc/self/fdinfo).
+std::map<int, unsigned> epoll_registrations() {
+  std::map<int, unsigned> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(e.path(), ec).string() != "anon_inode:[eventpoll]") continue;
+    std::ifstream info("/proc/self/fdinfo/" + e.path().filename().string());
+    for (std::string line; std::getline(info, line);) {
+      int tfd = -1;
+      unsigned events = 0;
+      if (std::sscanf(line.c_str(), "tfd: %d events: %x", &tfd, &events) == 2) out[tfd] = events;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a Unix socket's writer waits for room on a duplicate descriptor, dropped once writes flow: the peer's "
+          "reads do not go on waking it") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [a, raw] = socket_pair(io);
+    a.set_option(asio::socket_base::send_buffer_size(64 * 1024));  // fills before the 256 KiB window
+    const int fd = a.native_handle();
+    session client(std::move(a), role::client);
+    const auto ping = co_await read_frame(raw);  // the writer has nothing left to do
+    REQUIRE(ping.type == frame_type::ping);
+    const auto before = epoll_registrations();
+    REQUIRE(before.count(fd) == 1);
+    CHECK((before.at(fd) & EPOLLOUT) == 0);
+
+    auto s = client.open();
+    const auto data = pattern(200 * 1024);
+    bool written = false;
+    asio::async_write(s, asio::buffer(data), [&](std::error_code ec, std::size_t n) {
+      CHECK_FALSE(ec);
+      CHECK(n == data.size());
+      written = true;
+    });
+    // The socket fills; the writer then waits for room on a second registration of it.
+    std::map<int, unsigned> waiting;
+    while ((waiting = epoll_registrations()).size() == before.size()) co_await asio::post(io, asio::use_awaitable);
+    REQUIRE(waiting.size() == before.size() + 1);
+    CHECK((waiting.at(fd) & EPOLLOUT) == 0);
+    for (const auto& [tfd, events] : waiting)
+      if (!before.count(tfd)) CHECK((events & EPOLLOUT) != 0);
+
+    // The peer reads: the rest goes out, intact.
+    std::vector<std::byte> got, payload;
+    while (got.size() < data.size()) {
+      const auto h = co_await read_frame(raw, &payload);
+      if (h.type == frame_type::data && h.length > 0) got.insert(got.end(), payload.begin(), payload.end());
+    }
+    CHECK(got == data);
+    while (!written) co_await asio::post(io, asio::use_awaitable);
+
+    // A write that goes out whole drops the second registration; the socket's own never had EPOLLOUT.
+    const std::array<char, 100> small{};
+    co_await asio::async_write(s, asio::buffer(small), asio::use_awaitable);
+    const auto after = epoll_registrations();
+    CHECK(after.size() == before.size());
+    REQUIRE(after.count(fd) == 1);
+    CHECK((after.at(fd) & EPOLLOUT) == 0);
+    const auto h = co_await read_frame(raw, &payload);
+    CHECK(h.length == small.size());
   });
 }
 
