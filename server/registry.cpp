@@ -360,7 +360,7 @@ asio::awaitable<acquired> registry::acquire(std::uint64_t route_id, asio::ip::tc
       if (watch->client_left) {
         if (auto again = routes_.find(route_id); again != routes_.end()) std::erase(again->second.queue, &w);
         ++stats_.queue_abandoned;
-        log_.debug("route ", route_id, ": a queued connection's client left; its request is dropped");
+        log_.debug("route ", route_id, ": a queued connection's client left; nothing of it is forwarded");
         out.status = acquire_status::abandoned;
         co_return out;
       }

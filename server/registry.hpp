@@ -63,7 +63,7 @@ struct route::waiter {
 };
 
 // What a connection gets when it asks for a member of a route.
-// abandoned: the client left while its connection waited in the queue (its request is dropped).
+// abandoned: the client left while its connection waited in the queue (nothing of it is forwarded).
 enum class acquire_status { ok, no_route, queue_full, expired, abandoned };
 
 struct acquired {
