@@ -372,6 +372,45 @@ TEST_CASE("a fast reader's receive window grows past 256 KiB, within the configu
   });
 }
 
+TEST_CASE("window tuning takes the round trip as at least 1 ms: a reader taking 128 KiB every 300 us grows its "
+          "window, one taking 128 KiB every 5 ms does not") {
+  // In one process a ping's round trip is some microseconds; with it, a 300 us pause between reads
+  // would count as a slow reader, as the master's pauses between a service's window updates did.
+  const auto largest_window = [](std::chrono::microseconds pause, std::size_t bytes) {
+    std::uint32_t largest = 0;
+    run([&](asio::io_context& io) -> asio::awaitable<void> {
+      auto sessions = make_sessions(io);
+      session &client = sessions.client, &server = sessions.server;
+      co_await client.async_ping(asio::use_awaitable);  // a measured round trip, as in a real session
+      const auto data = pattern(bytes);
+      auto c = client.open();
+      auto writer = [&]() -> asio::awaitable<void> {
+        co_await asio::async_write(c, asio::buffer(data), asio::use_awaitable);
+      };
+      auto reader = [&]() -> asio::awaitable<void> {
+        auto s = co_await accept_ok(server);
+        std::vector<std::byte> buf(128 * 1024), got;
+        asio::steady_timer pace(io);
+        while (got.size() < data.size()) {
+          auto [ec, n] = co_await asio::async_read(s, asio::buffer(buf), use_tuple);
+          REQUIRE_FALSE(ec);
+          got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
+          largest = std::max(largest, s.receive_window());
+          pace.expires_after(pause);
+          co_await pace.async_wait(use_tuple);
+        }
+        CHECK(got == data);
+      };
+      co_await (writer() && reader());
+    });
+    return largest;
+  };
+  // The window starts full (the writer is quicker than the first read), so its first half is taken
+  // at once whatever the pace: one doubling. Beyond it only the reader that keeps up grows it.
+  CHECK(largest_window(300us, 4 << 20) > 2 * initial_stream_window);
+  CHECK(largest_window(5ms, 2 << 20) <= 2 * initial_stream_window);
+}
+
 TEST_CASE("ping measures a round trip") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [client, server] = make_sessions(io);
@@ -1095,7 +1134,9 @@ TEST_CASE("a payload sink is offered the frames of one transport read in one cal
 TEST_CASE("bytes a payload sink takes, or that are used in place and consumed, open the window as reads do") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [raw, b] = socket_pair(io);
-    session server(std::move(b), role::server);
+    config cfg;
+    cfg.max_stream_window = initial_stream_window;  // no auto-tuning: the updates add up to what was taken
+    session server(std::move(b), role::server, cfg);
     const auto data = pattern(initial_stream_window);
     co_await write_frame(raw, {0, frame_type::window_update, flags::syn, 1, 0});
     auto s = co_await accept_ok(server);
