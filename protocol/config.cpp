@@ -20,6 +20,7 @@ std::error_code config::validate(const char** what) const {
   if (initial_stream_window < yamux::initial_stream_window)
     return bad("initial_stream_window must be at least 256 KiB");
   if (max_stream_window < initial_stream_window) return bad("max_stream_window must be >= initial_stream_window");
+  if (window_tuning_min_rtt.count() < 0) return bad("window_tuning_min_rtt must not be negative");
   if (max_frame_payload == 0) return bad("max_frame_payload must be positive");
   if (read_buffer_size < 4096) return bad("read_buffer_size must be at least 4096");
   if (max_batch_bytes < max_frame_payload) return bad("max_batch_bytes must be >= max_frame_payload");

@@ -11,14 +11,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <limits>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
-#include <type_traits>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -88,11 +87,13 @@ class session_over final : public session_core {
     asio::co_spawn(get_executor(), write_loop(self), on_exit);
   }
   void close_transport() override {
-    detail::close_transport(transport_);
+    // The duplicate first: its epoll registration goes with an explicit removal, and while it is
+    // open the socket's own registration outlives the socket's close.
     if constexpr (is_unix_socket<AsyncStream>::value) {
       std::error_code ec;
       if (write_waiter_) write_waiter_->close(ec);  // a pending wait ends with operation_aborted
     }
+    detail::close_transport(transport_);
   }
   bool write_directly() override {
     if constexpr (is_plain_socket<AsyncStream>::value) {
@@ -166,8 +167,7 @@ class session_over final : public session_core {
         }
       }
       if constexpr (is_unix_socket<AsyncStream>::value) {
-        co_await self->write_rest_when_writable(batch);
-        continue;
+        if (co_await self->write_rest_when_writable(batch)) continue;
       }
       // Hand the whole batch to each write_some: asio's default transfer_all() would cap every
       // system call at 64 KiB, cutting a 1 MiB batch into 16 writes.
@@ -197,28 +197,30 @@ class session_over final : public session_core {
   // full). One burst would then wake this process at every read the peer makes for the rest of
   // the session: an extra wakeup and context switch per request on either side (measured on the
   // service behind the master's same-host socket, issue 6). The duplicate is registered while
-  // writes wait and dropped (writes_flow) once a batch goes out whole again.
-  asio::awaitable<void> write_rest_when_writable(std::vector<asio::const_buffer>& batch) {
+  // writes wait and dropped (writes_flow) once a batch goes out whole again. False, with the batch
+  // untouched, when no duplicate can be made (out of descriptors): the caller then writes it the
+  // usual way rather than failing the session over a wakeup.
+  asio::awaitable<bool> write_rest_when_writable(std::vector<asio::const_buffer>& batch) {
     constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
     for (;;) {
       if (!write_waiter_) {
         const int fd = ::fcntl(transport_.native_handle(), F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) co_return false;
         std::error_code ec;
-        if (fd >= 0) write_waiter_.emplace(get_executor()).assign(fd, ec);
-        if (fd < 0 || ec) {
-          if (fd >= 0 && ec) ::close(fd);
+        write_waiter_.emplace(get_executor()).assign(fd, ec);
+        if (ec) {
+          ::close(fd);  // not taken over by a failed assign
           write_waiter_.reset();
-          batch_done(fd < 0 ? std::error_code(errno, std::system_category()) : ec);
-          co_return;
+          co_return false;
         }
       }
       auto [ec] = co_await write_waiter_->async_wait(asio::posix::stream_descriptor::wait_write, use_tuple);
       if (!ec && is_closed()) ec = asio::error::operation_aborted;
       if (ec) {
         batch_done(ec);
-        co_return;
+        co_return true;
       }
-      if (send_now(batch)) co_return;
+      if (send_now(batch)) co_return true;
     }
   }
   // A batch went out whole at its first attempt: writes no longer wait, so the duplicate goes.

@@ -18,9 +18,9 @@ struct master_config {
   // which the SDK tries first (socketmaster::same_host_socket_name): no TCP on the yamux hop.
   bool same_host_socket = true;
   // Send buffer asked of the kernel for each Unix control connection (same-host socket or socket
-  // path), doubled and capped by it at net.core.wmem_max; 0 keeps its default (208 KiB), with
-  // which a bulk upload wakes the master and the service every 200 KiB. Loopback TCP grows its
-  // buffer by itself. Kernel memory, used only while bytes wait.
+  // path), which caps the request at net.core.wmem_max and then doubles it; 0 keeps its default
+  // (208 KiB), with which a bulk upload wakes the master and the service every 200 KiB. Loopback
+  // TCP grows its buffer by itself. Kernel memory, used only while bytes wait.
   std::size_t unix_send_buffer = 1 << 20;
   // Shared secret services must present; empty = none.
   std::string token;

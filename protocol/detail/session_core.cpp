@@ -565,7 +565,8 @@ void session_core::consumed(stream_state& s, std::size_t n) {
   const auto now = clock::now();
   // Auto-tuning: a reader that got through half its window within two round trips is limited by
   // the window, not by itself; double it, within the per-stream maximum and the session budget.
-  const clock::duration tuning_rtt = std::max<clock::duration>(rtt_, window_tuning_min_rtt);
+  // The round trip taken as at least config::window_tuning_min_rtt (see there why).
+  const clock::duration tuning_rtt = std::max<clock::duration>(rtt_, config_.window_tuning_min_rtt);
   if (now - s.last_update < 2 * tuning_rtt && s.recv_window_size < config_.max_stream_window) {
     std::size_t grow = std::min<std::size_t>(s.recv_window_size, config_.max_stream_window - s.recv_window_size);
     grow = std::min(grow, config_.session_window_budget > window_growth_

@@ -48,14 +48,6 @@ inline constexpr std::size_t max_op_buffers = 4;
 // See session_core::write_some: the shortest time between two writes made at once by the caller.
 inline constexpr std::chrono::microseconds direct_write_gap{250};
 
-// Receive-window auto-tuning (session_core::consumed) takes the round trip as at least this. On one
-// host a ping's round trip measures two wakeups, 20-60 us, about the time a window-limited stream
-// takes between two of its updates anyway, so with the measured value a bulk stream's window grew
-// or stayed at 256 KiB by chance (issue 6: 1 GiB through the same-host socket at 1.1-2.2 GB/s with
-// 8k window updates per GiB, against 3-4.5 GB/s once it grew). A stream whose reader takes half its
-// window within two of these still counts as window-limited: 128 KiB in 2 ms is 64 MB/s.
-inline constexpr std::chrono::milliseconds window_tuning_min_rtt{1};
-
 // One stream's state. Owned by the session's stream table; a `stream` handle points at it.
 struct stream_state {
   std::uint32_t id = 0;

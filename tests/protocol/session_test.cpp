@@ -372,14 +372,17 @@ TEST_CASE("a fast reader's receive window grows past 256 KiB, within the configu
   });
 }
 
-TEST_CASE("window tuning takes the round trip as at least 1 ms: a reader taking 128 KiB every 300 us grows its "
-          "window, one taking 128 KiB every 5 ms does not") {
+TEST_CASE("window tuning takes the round trip as at least window_tuning_min_rtt: a reader pausing 300 us per "
+          "128 KiB grows its window, one pausing 20 ms does not") {
   // In one process a ping's round trip is some microseconds; with it, a 300 us pause between reads
   // would count as a slow reader, as the master's pauses between a service's window updates did.
-  const auto largest_window = [](std::chrono::microseconds pause, std::size_t bytes) {
+  // The fast case takes a floor of 50 ms so that a slow (sanitized, loaded) build keeps up with it.
+  const auto largest_window = [](std::chrono::microseconds floor, std::chrono::microseconds pause, std::size_t bytes) {
     std::uint32_t largest = 0;
     run([&](asio::io_context& io) -> asio::awaitable<void> {
-      auto sessions = make_sessions(io);
+      config cfg;
+      cfg.window_tuning_min_rtt = floor;
+      auto sessions = make_sessions(io, cfg, cfg);
       session &client = sessions.client, &server = sessions.server;
       co_await client.async_ping(asio::use_awaitable);  // a measured round trip, as in a real session
       const auto data = pattern(bytes);
@@ -407,8 +410,8 @@ TEST_CASE("window tuning takes the round trip as at least 1 ms: a reader taking 
   };
   // The window starts full (the writer is quicker than the first read), so its first half is taken
   // at once whatever the pace: one doubling. Beyond it only the reader that keeps up grows it.
-  CHECK(largest_window(300us, 4 << 20) > 2 * initial_stream_window);
-  CHECK(largest_window(5ms, 2 << 20) <= 2 * initial_stream_window);
+  CHECK(largest_window(50ms, 300us, 4 << 20) > 2 * initial_stream_window);
+  CHECK(largest_window(1ms, 20ms, 2 << 20) <= 2 * initial_stream_window);
 }
 
 TEST_CASE("ping measures a round trip") {
@@ -1465,6 +1468,10 @@ TEST_CASE("config validation names the bad field") {
   config w;
   w.initial_stream_window = 1000;
   CHECK(w.validate() == errc::invalid_config);
+  config floor;
+  floor.window_tuning_min_rtt = std::chrono::microseconds(-1);
+  CHECK(floor.validate(&what) == errc::invalid_config);
+  CHECK(std::string(what).find("window_tuning_min_rtt") != std::string::npos);
   asio::io_context io;
   auto [a, b] = socket_pair(io);
   CHECK_THROWS_AS(session(std::move(a), role::client, w), std::system_error);

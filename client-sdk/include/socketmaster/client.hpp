@@ -59,10 +59,12 @@ struct options {
   // in the environment turns it off.
   bool same_host_socket = true;
   // Send buffer asked of the kernel for a Unix control connection (the same-host socket or a
-  // socket path), which it doubles and caps at net.core.wmem_max; 0 keeps the kernel's default
-  // (208 KiB). Loopback TCP grows its buffer to megabytes by itself; a Unix socket does not, and at
-  // 208 KiB a bulk body wakes this side and the master every 200 KiB (1 MiB: about 4x fewer
-  // system calls and context switches per GiB). Kernel memory, used only while bytes wait.
+  // socket path), which caps the request at net.core.wmem_max and then doubles it; 0 keeps the
+  // kernel's default (208 KiB). Loopback TCP grows its buffer to megabytes by itself; a Unix socket
+  // does not, and at 208 KiB a bulk body wakes this side and the master every 200 KiB (1 MiB, on a
+  // host whose wmem_max allows it: about 4x fewer system calls and context switches per GiB; with
+  // the kernel's stock wmem_max of 208 KiB it is granted 416 KiB). Kernel memory, used only while
+  // bytes wait.
   std::size_t unix_send_buffer = 1 << 20;
   // Shared token. Empty: $SOCKETMASTER_TOKEN, else none.
   std::string token;
