@@ -12,10 +12,13 @@
 // Output: one JSON object on stdout:
 //   {"requests": N, "errors": N, "achieved_rps": X, "p50_us": X, "p90_us": X, "p99_us": X,
 //    "p999_us": X, "max_us": X}
+// With --samples FILE, every counted latency also goes to FILE, in nanoseconds, one per line, so that
+// a caller can pool several short runs (proxy_bench.py interleaves paths in slices that way).
 // An error is a connect or I/O failure or a status other than 200; the connection is re-dialled and
 // its schedule goes on. Exit status 0 unless the options are bad or nothing could be measured.
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -53,6 +56,7 @@ struct options {
   std::size_t connections = 50;
   double duration = 8;
   double warmup = 1;
+  std::string samples;  // file for the raw latencies; empty = none
 };
 
 struct results {
@@ -209,6 +213,8 @@ bool parse_options(int argc, char** argv, options& o) {
       o.duration = std::strtod(v, nullptr);
     } else if (a == "--warmup" && (v = next())) {
       o.warmup = std::strtod(v, nullptr);
+    } else if (a == "--samples" && (v = next())) {
+      o.samples = v;
     } else {
       return false;
     }
@@ -229,7 +235,7 @@ int main(int argc, char** argv) {
   if (!parse_options(argc, argv, o)) {
     std::fprintf(stderr,
                  "usage: open_loop_latency --target HOST:PORT [--path /] [--rate 2000] [--connections 50]\n"
-                 "                         [--duration 8] [--warmup 1]\n");
+                 "                         [--duration 8] [--warmup 1] [--samples FILE]\n");
     return 2;
   }
   using std::chrono::duration_cast;
@@ -254,6 +260,18 @@ int main(int argc, char** argv) {
 
   auto& v = out.latencies_ns;
   std::sort(v.begin(), v.end());
+  if (!o.samples.empty()) {
+    std::FILE* f = std::fopen(o.samples.c_str(), "w");
+    if (!f) {
+      std::fprintf(stderr, "open_loop_latency: cannot write %s: %s\n", o.samples.c_str(), std::strerror(errno));
+      return 1;
+    }
+    for (const auto ns : v) std::fprintf(f, "%llu\n", static_cast<unsigned long long>(ns));
+    if (std::fclose(f) != 0) {
+      std::fprintf(stderr, "open_loop_latency: cannot write %s: %s\n", o.samples.c_str(), std::strerror(errno));
+      return 1;
+    }
+  }
   const double achieved = static_cast<double>(v.size()) / o.duration;
   std::printf(
       "{\"requests\": %zu, \"errors\": %llu, \"achieved_rps\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, "

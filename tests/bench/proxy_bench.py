@@ -23,7 +23,11 @@ rounds; ratios are medians of the per-round ratios.
   1 GiB        curl -o /dev/null of /bytes/1073741824, MB/s (MB = 1e6 bytes)
   latency      tests/bench/open_loop_latency: open loop at --latency-rate (2000 req/s) over 50
                keep-alive connections, p50 and p99 in microseconds from each request's scheduled
-               send time (no coordinated omission), as wrk2 would (Debian has no wrk2)
+               send time (no coordinated omission), as wrk2 would (Debian has no wrk2). A round's
+               --latency-duration (8 s) per path is taken in --latency-slices (4) slices, the paths
+               alternating slice by slice, and each path's samples are pooled: a p99 is the tail
+               of a few dozen requests, and the machine's noise comes and goes within seconds, so
+               paths measured minutes apart compared their moments as much as themselves
 and once, on a master of its own:
   idle RSS     the master's VmRSS before and after tests/bench/idle_connections opened
                --idle-connections (10,000) connections through it to (b)'s service, each with one
@@ -40,6 +44,7 @@ import argparse
 import ctypes
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -347,23 +352,55 @@ def measure_bulk(url, args):
     return {"value": size / seconds / 1e6}
 
 
-def measure_latency(url, args, bins):
+def latency_slice(url, args, bins, seconds, samples_file):
+    """One open-loop run of `seconds`; returns (its JSON summary, its latencies in ns)."""
     rc, out, err = run_tool([bins["open_loop_latency"], "--target", url, "--rate", str(args.latency_rate),
-                             "--connections", str(args.connections), "--duration", str(args.latency_duration),
-                             "--warmup", "1"], timeout=args.latency_duration + 60)
+                             "--connections", str(args.connections), "--duration", f"{seconds:g}",
+                             "--warmup", "0.5", "--samples", samples_file], timeout=seconds + 60)
     try:
         r = json.loads(out)
-    except ValueError:
+        with open(samples_file) as f:
+            samples = [int(line) for line in f]
+    except (ValueError, OSError):
         raise BenchError(f"open_loop_latency failed ({rc}): {err.strip() or out.strip()}")
-    result = {"p50": r["p50_us"], "p99": r["p99_us"], "p999": r["p999_us"], "achieved": r["achieved_rps"]}
-    problems = []
-    if r["errors"]:
-        problems.append(f"{r['errors']} errors")
-    if r["achieved_rps"] < 0.95 * args.latency_rate:
-        problems.append(f"only {r['achieved_rps']:.0f} of {args.latency_rate} req/s answered in time: saturated")
-    if problems:
-        result["error"] = "; ".join(problems)
-    return result
+    return r, samples
+
+
+def percentile_us(sorted_ns, q):
+    """The same rank as open_loop_latency's: the smallest sample with at least q of them at or below it."""
+    rank = min(max(math.ceil(q * len(sorted_ns)), 1), len(sorted_ns))
+    return sorted_ns[rank - 1] / 1000.0
+
+
+def measure_latency_round(urls, order, args, bins, workdir):
+    """--latency-duration per path, in --latency-slices slices alternating over `order`; pooled per path."""
+    seconds = args.latency_duration / args.latency_slices
+    samples_file = os.path.join(workdir, "latency.samples")
+    pooled = {key: [] for key in order}
+    summaries = {key: [] for key in order}
+    for _ in range(args.latency_slices):
+        for key in order:
+            r, samples = latency_slice(urls[key], args, bins, seconds, samples_file)
+            pooled[key] += samples
+            summaries[key].append(r)
+    results = {}
+    for key in order:
+        v = sorted(pooled[key])
+        if not v:
+            raise BenchError(f"open_loop_latency measured nothing through ({key})")
+        errors = sum(r["errors"] for r in summaries[key])
+        achieved = len(v) / args.latency_duration
+        result = {"p50": percentile_us(v, 0.50), "p99": percentile_us(v, 0.99), "p999": percentile_us(v, 0.999),
+                  "achieved": achieved}
+        problems = []
+        if errors:
+            problems.append(f"{errors} errors")
+        if achieved < 0.95 * args.latency_rate:
+            problems.append(f"only {achieved:.0f} of {args.latency_rate} req/s answered in time: saturated")
+        if problems:
+            result["error"] = "; ".join(problems)
+        results[key] = result
+    return results
 
 
 def vm_rss_kib(pid):
@@ -490,7 +527,7 @@ def print_report(args, results, idle, env):
     out.append(f"tools: {env['wrk']}; {env['nginx']}; {env['haproxy']}; curl; tests/bench/open_loop_latency")
     out.append(f"{args.rounds} rounds, paths alternated (starting path rotates), medians; wrk -t1 -c{args.connections} "
                f"-d{args.duration:g}s; latency open loop at {args.latency_rate} req/s over {args.connections} "
-               f"connections for {args.latency_duration}s")
+               f"connections for {args.latency_duration:g}s in {args.latency_slices} slices, paths alternating")
     out.append("")
     header = f"{'path':34} {'keep-alive req/s':>17} {'close req/s':>12} {'1 GiB MB/s':>11} {'p50 us':>9} {'p99 us':>9}"
     out.append(header)
@@ -623,7 +660,9 @@ def parse_args(argv):
     ap.add_argument("--connections", type=int, default=50, help="wrk and latency connections (default 50)")
     ap.add_argument("--bulk-bytes", type=int, default=GIB, help="body size of the bulk transfer (default 1 GiB)")
     ap.add_argument("--latency-rate", type=int, default=2000, help="requests per second for the latency test (default 2000)")
-    ap.add_argument("--latency-duration", type=float, default=8, help="seconds counted per latency measurement (default 8)")
+    ap.add_argument("--latency-duration", type=float, default=8, help="seconds counted per path and round for latency (default 8)")
+    ap.add_argument("--latency-slices", type=int, default=4,
+                    help="slices the latency seconds are taken in, paths alternating (default 4)")
     ap.add_argument("--idle-connections", type=int, default=10000, help="idle proxied connections (default 10000)")
     ap.add_argument("--idle-sources", type=int, default=4, help="source addresses 127.0.0.2.. for them (default 4)")
     ap.add_argument("--paths", default="abcdef", help="which paths, e.g. 'abd' (default abcdef)")
@@ -635,7 +674,7 @@ def parse_args(argv):
     if args.quick:
         args.rounds, args.duration, args.bulk_bytes, args.latency_duration, args.idle_connections = 1, 2, 256 << 20, 3, 2000
     args.tests = [t for t in args.tests.split(",") if t]
-    if any(t not in TESTS for t in args.tests) or any(k not in "abcdef" for k in args.paths) or args.rounds < 1:
+    if any(t not in TESTS for t in args.tests) or any(k not in "abcdef" for k in args.paths) or args.rounds < 1 or args.latency_slices < 1:
         ap.error("bad --tests, --paths or --rounds")
     return args
 
@@ -703,6 +742,7 @@ def main(argv):
             for test in ("keepalive", "close", "bulk", "latency"):
                 if test not in args.tests:
                     continue
+                latency = measure_latency_round(urls, order, args, bins, workdir) if test == "latency" else {}
                 for key in order:
                     if test == "keepalive":
                         r = measure_wrk(urls[key], args, close=False)
@@ -711,7 +751,7 @@ def main(argv):
                     elif test == "bulk":
                         r = measure_bulk(urls[key], args)
                     else:
-                        r = measure_latency(urls[key], args, bins)
+                        r = latency[key]
                     results.setdefault(test, {}).setdefault(key, []).append(r)
                     shown = f"p50 {r['p50']:.0f} us p99 {r['p99']:.0f} us" if test == "latency" else f"{r['value']:,.0f}"
                     print(f"proxy_bench: round {rnd + 1} {test:9} ({key}) {shown}{'  ! ' + r['error'] if 'error' in r else ''}",

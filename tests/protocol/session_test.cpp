@@ -15,11 +15,15 @@
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 
+#include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -814,29 +818,58 @@ std::map<int, unsigned> epoll_registrations() {
   return out;
 }
 
+// A client session over a Unix socket pair whose send buffer fills before a 256 KiB stream window
+// does, its writer idle (the first ping read by the raw peer), and the epoll registrations then,
+// where the socket's own has no EPOLLOUT.
+struct idle_unix_writer {
+  socket_type raw;
+  int fd;
+  session client;
+  std::map<int, unsigned> before;
+};
+asio::awaitable<idle_unix_writer> idle_unix_writer_on(asio::io_context& io) {
+  auto [a, raw] = socket_pair(io);
+  a.set_option(asio::socket_base::send_buffer_size(64 * 1024));
+  const int fd = a.native_handle();
+  session client(std::move(a), role::client);
+  REQUIRE((co_await read_frame(raw)).type == frame_type::ping);
+  auto before = epoll_registrations();
+  REQUIRE(before.count(fd) == 1);
+  CHECK((before.at(fd) & EPOLLOUT) == 0);  // nothing ever waited to write
+  co_return idle_unix_writer{std::move(raw), fd, std::move(client), std::move(before)};
+}
+
+// Starts writing all of `data` to `s`; `written` turns true once it was, without error.
+void write_in_background(stream& s, const std::vector<std::byte>& data, bool& written) {
+  asio::async_write(s, asio::buffer(data), [&data, &written](std::error_code ec, std::size_t n) {
+    CHECK_FALSE(ec);
+    CHECK(n == data.size());
+    written = true;
+  });
+}
+
+// The payloads of the Data frames a raw peer reads until `n` bytes have come, in order.
+asio::awaitable<std::vector<std::byte>> read_payloads(socket_type& raw, std::size_t n) {
+  std::vector<std::byte> got, payload;
+  while (got.size() < n) {
+    const auto h = co_await read_frame(raw, &payload);
+    if (h.type == frame_type::data && h.length > 0) got.insert(got.end(), payload.begin(), payload.end());
+  }
+  co_return got;
+}
+
 }  // namespace
 
 TEST_CASE("a Unix socket's writer waits for room on a duplicate descriptor, dropped once writes flow: the peer's "
           "reads do not go on waking it") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
-    auto [a, raw] = socket_pair(io);
-    a.set_option(asio::socket_base::send_buffer_size(64 * 1024));  // fills before the 256 KiB window
-    const int fd = a.native_handle();
-    session client(std::move(a), role::client);
-    const auto ping = co_await read_frame(raw);  // the writer has nothing left to do
-    REQUIRE(ping.type == frame_type::ping);
-    const auto before = epoll_registrations();
-    REQUIRE(before.count(fd) == 1);
-    CHECK((before.at(fd) & EPOLLOUT) == 0);
+    auto w = co_await idle_unix_writer_on(io);
+    auto& [raw, fd, client, before] = w;
 
     auto s = client.open();
     const auto data = pattern(200 * 1024);
     bool written = false;
-    asio::async_write(s, asio::buffer(data), [&](std::error_code ec, std::size_t n) {
-      CHECK_FALSE(ec);
-      CHECK(n == data.size());
-      written = true;
-    });
+    write_in_background(s, data, written);
     // The socket fills; the writer then waits for room on a second registration of it.
     std::map<int, unsigned> waiting;
     while ((waiting = epoll_registrations()).size() == before.size()) co_await asio::post(io, asio::use_awaitable);
@@ -846,12 +879,7 @@ TEST_CASE("a Unix socket's writer waits for room on a duplicate descriptor, drop
       if (!before.count(tfd)) CHECK((events & EPOLLOUT) != 0);
 
     // The peer reads: the rest goes out, intact.
-    std::vector<std::byte> got, payload;
-    while (got.size() < data.size()) {
-      const auto h = co_await read_frame(raw, &payload);
-      if (h.type == frame_type::data && h.length > 0) got.insert(got.end(), payload.begin(), payload.end());
-    }
-    CHECK(got == data);
+    CHECK(co_await read_payloads(raw, data.size()) == data);
     while (!written) co_await asio::post(io, asio::use_awaitable);
 
     // A write that goes out whole drops the second registration; the socket's own never had EPOLLOUT.
@@ -861,8 +889,118 @@ TEST_CASE("a Unix socket's writer waits for room on a duplicate descriptor, drop
     CHECK(after.size() == before.size());
     REQUIRE(after.count(fd) == 1);
     CHECK((after.at(fd) & EPOLLOUT) == 0);
-    const auto h = co_await read_frame(raw, &payload);
-    CHECK(h.length == small.size());
+    CHECK((co_await read_payloads(raw, small.size())).size() == small.size());
+  });
+}
+
+namespace {
+// Takes every free descriptor (below a lowered soft limit) until destroyed, so that the next dup or
+// open fails with EMFILE; gives them back and restores the limit even when a check throws.
+// The event mask the io_context's epoll instance holds for `target`, read through a descriptor opened
+// beforehand (so it can be read while no descriptor is left): fdinfo is generated afresh at offset 0.
+struct epoll_mask_reader {
+  int info = -1;
+  explicit epoll_mask_reader() {
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      if (std::filesystem::read_symlink(e.path(), ec).string() != "anon_inode:[eventpoll]") continue;
+      info = ::open(("/proc/self/fdinfo/" + e.path().filename().string()).c_str(), O_RDONLY | O_CLOEXEC);
+    }
+    REQUIRE(info >= 0);
+  }
+  ~epoll_mask_reader() { ::close(info); }
+  unsigned events_of(int target) const {
+    std::array<char, 64 * 1024> text{};
+    const ssize_t n = ::pread(info, text.data(), text.size() - 1, 0);
+    REQUIRE(n > 0);
+    for (const char* line = text.data(); line; line = std::strchr(line, '\n')) {
+      if (*line == '\n') ++line;
+      int tfd = -1;
+      unsigned events = 0;
+      if (std::sscanf(line, "tfd: %d events: %x", &tfd, &events) == 2 && tfd == target) return events;
+    }
+    return 0;
+  }
+};
+
+struct descriptors_exhausted {
+  rlimit saved{};
+  std::vector<int> held;
+  descriptors_exhausted() {
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    int highest = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+      highest = std::max(highest, std::stoi(e.path().filename().string()));
+    rlimit low = saved;
+    low.rlim_cur = static_cast<rlim_t>(highest) + 16;  // a few to take, not a million
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+    REQUIRE(errno == EMFILE);
+  }
+  ~descriptors_exhausted() {
+    for (int fd : held) ::close(fd);
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+  }
+};
+}  // namespace
+
+TEST_CASE("a Unix socket's writer that cannot get a duplicate descriptor (none left) waits on the socket itself; "
+          "nothing is lost and the session goes on") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto w = co_await idle_unix_writer_on(io);
+    auto& [raw, fd, client, before] = w;
+
+    auto s = client.open();
+    const auto data = pattern(200 * 1024);
+    bool written = false;
+    std::vector<std::byte> got;
+    const epoll_mask_reader masks;
+    {
+      descriptors_exhausted none_left;
+      write_in_background(s, data, written);
+      // The socket fills; with no duplicate to be had, the writer waits on the socket's own registration.
+      while ((masks.events_of(fd) & EPOLLOUT) == 0) co_await asio::post(io, asio::use_awaitable);
+      got = co_await read_payloads(raw, data.size());
+      while (!written) co_await asio::post(io, asio::use_awaitable);
+    }
+    CHECK(got == data);
+    CHECK(client.is_open());
+    CHECK(epoll_registrations().size() == before.size());  // no second registration was made
+
+    // With descriptors back, the stream still carries bytes.
+    const std::array<char, 100> small{};
+    co_await asio::async_write(s, asio::buffer(small), asio::use_awaitable);
+    CHECK((co_await read_payloads(raw, small.size())).size() == small.size());
+  });
+}
+
+TEST_CASE("closing a session whose Unix socket writer waits on the duplicate descriptor fails the write and "
+          "closes both descriptors") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto w = co_await idle_unix_writer_on(io);
+    auto& [raw, fd, client, before] = w;
+
+    auto s = client.open();
+    const auto data = pattern(200 * 1024);
+    std::optional<std::error_code> result;
+    asio::async_write(s, asio::buffer(data), [&](std::error_code ec, std::size_t) { result = ec; });
+    std::map<int, unsigned> waiting;
+    while ((waiting = epoll_registrations()).size() == before.size()) co_await asio::post(io, asio::use_awaitable);
+    int duplicate = -1;
+    for (const auto& [tfd, events] : waiting)
+      if (!before.count(tfd)) duplicate = tfd;
+    REQUIRE(duplicate >= 0);
+
+    client.close();
+    while (!result) co_await asio::post(io, asio::use_awaitable);
+    CHECK(*result == errc::session_closed);
+    const auto after = epoll_registrations();
+    CHECK(after.count(fd) == 0);
+    CHECK(after.count(duplicate) == 0);
+    CHECK(after.size() == before.size() - 1);
+    errno = 0;
+    CHECK(::fcntl(duplicate, F_GETFD) == -1);
+    CHECK(errno == EBADF);
   });
 }
 
