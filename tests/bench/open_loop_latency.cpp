@@ -12,10 +12,11 @@
 // Output: one JSON object on stdout:
 //   {"requests": N, "errors": N, "achieved_rps": X, "p50_us": X, "p90_us": X, "p99_us": X,
 //    "p999_us": X, "max_us": X}
-// With --samples FILE, every counted latency also goes to FILE, in nanoseconds, one per line, so that
-// a caller can pool several short runs (proxy_bench.py interleaves paths in slices that way).
+// With --samples FILE, every counted latency also goes to FILE, in nanoseconds, one per line, sorted,
+// so that a caller can pool several short runs (proxy_bench.py interleaves paths in slices that way).
 // An error is a connect or I/O failure or a status other than 200; the connection is re-dialled and
-// its schedule goes on. Exit status 0 unless the options are bad or nothing could be measured.
+// its schedule goes on. Exit status 0, or 2 for bad options, or 1 when nothing could be measured
+// (the JSON is printed all the same) or FILE could not be written (no JSON).
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -267,7 +268,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (const auto ns : v) std::fprintf(f, "%llu\n", static_cast<unsigned long long>(ns));
-    if (std::fclose(f) != 0) {
+    const bool failed = std::ferror(f) != 0;
+    if (std::fclose(f) != 0 || failed) {
       std::fprintf(stderr, "open_loop_latency: cannot write %s: %s\n", o.samples.c_str(), std::strerror(errno));
       return 1;
     }

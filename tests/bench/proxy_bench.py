@@ -25,9 +25,10 @@ rounds; ratios are medians of the per-round ratios.
                keep-alive connections, p50 and p99 in microseconds from each request's scheduled
                send time (no coordinated omission), as wrk2 would (Debian has no wrk2). A round's
                --latency-duration (8 s) per path is taken in --latency-slices (4) slices, the paths
-               alternating slice by slice, and each path's samples are pooled: a p99 is the tail
-               of a few dozen requests, and the machine's noise comes and goes within seconds, so
-               paths measured minutes apart compared their moments as much as themselves
+               alternating slice by slice, and each path's samples are pooled (a round's p99 is
+               then the slowest 160 of 16,000 requests): the machine's noise comes and goes within
+               seconds, so paths measured tens of seconds apart compared their moments as much as
+               themselves
 and once, on a master of its own:
   idle RSS     the master's VmRSS before and after tests/bench/idle_connections opened
                --idle-connections (10,000) connections through it to (b)'s service, each with one
@@ -354,15 +355,19 @@ def measure_bulk(url, args):
 
 def latency_slice(url, args, bins, seconds, samples_file):
     """One open-loop run of `seconds`; returns (its JSON summary, its latencies in ns)."""
+    if os.path.exists(samples_file):
+        os.unlink(samples_file)  # a slice that writes none must not pool the last one's
     rc, out, err = run_tool([bins["open_loop_latency"], "--target", url, "--rate", str(args.latency_rate),
                              "--connections", str(args.connections), "--duration", f"{seconds:g}",
                              "--warmup", "0.5", "--samples", samples_file], timeout=seconds + 60)
+    if rc != 0:  # 1: nothing answered in the slice, or the samples could not be written
+        raise BenchError(f"open_loop_latency failed ({rc}) through {url}: {err.strip() or out.strip()}")
     try:
         r = json.loads(out)
         with open(samples_file) as f:
             samples = [int(line) for line in f]
-    except (ValueError, OSError):
-        raise BenchError(f"open_loop_latency failed ({rc}): {err.strip() or out.strip()}")
+    except (ValueError, OSError) as e:
+        raise BenchError(f"open_loop_latency gave no usable result through {url}: {e}")
     return r, samples
 
 
@@ -527,7 +532,7 @@ def print_report(args, results, idle, env):
     out.append(f"tools: {env['wrk']}; {env['nginx']}; {env['haproxy']}; curl; tests/bench/open_loop_latency")
     out.append(f"{args.rounds} rounds, paths alternated (starting path rotates), medians; wrk -t1 -c{args.connections} "
                f"-d{args.duration:g}s; latency open loop at {args.latency_rate} req/s over {args.connections} "
-               f"connections for {args.latency_duration:g}s in {args.latency_slices} slices, paths alternating")
+               f"connections for {args.latency_duration:g}s per path and round, in {args.latency_slices} slices, paths alternating")
     out.append("")
     header = f"{'path':34} {'keep-alive req/s':>17} {'close req/s':>12} {'1 GiB MB/s':>11} {'p50 us':>9} {'p99 us':>9}"
     out.append(header)
@@ -674,8 +679,9 @@ def parse_args(argv):
     if args.quick:
         args.rounds, args.duration, args.bulk_bytes, args.latency_duration, args.idle_connections = 1, 2, 256 << 20, 3, 2000
     args.tests = [t for t in args.tests.split(",") if t]
-    if any(t not in TESTS for t in args.tests) or any(k not in "abcdef" for k in args.paths) or args.rounds < 1 or args.latency_slices < 1:
-        ap.error("bad --tests, --paths or --rounds")
+    if any(t not in TESTS for t in args.tests) or any(k not in "abcdef" for k in args.paths) or args.rounds < 1 or args.latency_slices < 1 \
+            or args.latency_duration <= 0 or not args.paths:
+        ap.error("bad --tests, --paths, --rounds, --latency-slices or --latency-duration")
     return args
 
 

@@ -894,20 +894,21 @@ TEST_CASE("a Unix socket's writer waits for room on a duplicate descriptor, drop
 }
 
 namespace {
-// Takes every free descriptor (below a lowered soft limit) until destroyed, so that the next dup or
-// open fails with EMFILE; gives them back and restores the limit even when a check throws.
 // The event mask the io_context's epoll instance holds for `target`, read through a descriptor opened
 // beforehand (so it can be read while no descriptor is left): fdinfo is generated afresh at offset 0.
 struct epoll_mask_reader {
   int info = -1;
-  explicit epoll_mask_reader() {
+  epoll_mask_reader() {
     for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
       std::error_code ec;
       if (std::filesystem::read_symlink(e.path(), ec).string() != "anon_inode:[eventpoll]") continue;
       info = ::open(("/proc/self/fdinfo/" + e.path().filename().string()).c_str(), O_RDONLY | O_CLOEXEC);
+      break;  // the test's one io_context
     }
     REQUIRE(info >= 0);
   }
+  epoll_mask_reader(const epoll_mask_reader&) = delete;
+  epoll_mask_reader& operator=(const epoll_mask_reader&) = delete;
   ~epoll_mask_reader() { ::close(info); }
   unsigned events_of(int target) const {
     std::array<char, 64 * 1024> text{};
@@ -923,6 +924,8 @@ struct epoll_mask_reader {
   }
 };
 
+// Takes every free descriptor (below a lowered soft limit) until destroyed, so that the next dup or
+// open fails with EMFILE; gives them back and restores the limit even when a check throws.
 struct descriptors_exhausted {
   rlimit saved{};
   std::vector<int> held;
@@ -937,6 +940,8 @@ struct descriptors_exhausted {
     for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
     CHECK(errno == EMFILE);  // not REQUIRE: a constructor that throws leaves its destructor unrun
   }
+  descriptors_exhausted(const descriptors_exhausted&) = delete;
+  descriptors_exhausted& operator=(const descriptors_exhausted&) = delete;
   ~descriptors_exhausted() {
     for (int fd : held) ::close(fd);
     ::setrlimit(RLIMIT_NOFILE, &saved);
@@ -965,7 +970,7 @@ TEST_CASE("a Unix socket's writer that cannot get a duplicate descriptor (none l
     }
     CHECK(got == data);
     CHECK(client.is_open());
-    CHECK(epoll_registrations().size() == before.size());  // no second registration was made
+    CHECK(epoll_registrations().size() == before.size());  // no duplicate left registered
 
     // With descriptors back, the stream still carries bytes.
     const std::array<char, 100> small{};
@@ -999,8 +1004,10 @@ TEST_CASE("closing a session whose Unix socket writer waits on the duplicate des
     CHECK(after.count(duplicate) == 0);
     CHECK(after.size() == before.size() - 1);
     errno = 0;
-    CHECK(::fcntl(duplicate, F_GETFD) == -1);
-    CHECK(errno == EBADF);
+    const int flags = ::fcntl(duplicate, F_GETFD);
+    const int error = errno;
+    CHECK(flags == -1);
+    CHECK(error == EBADF);
   });
 }
 
