@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 
+#include "protocol/fresh_socket.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
@@ -55,13 +56,14 @@ backend_address parse_backend(const std::string& text) {
 // How long connecting to the backend may take before the stream is reset.
 constexpr std::chrono::seconds backend_connect_timeout{10};
 
-// The deadline is a timer that cancels the connect, rather than racing the two with ||: a
-// parallel group per stream (two coroutines) was a quarter of the sidecar's instructions per
-// Connection: close request (issue 6, callgrind). The timer's handler touches the socket only
-// while the connect is pending: an expiry queued just as the connect completed finds `done` set
-// (and by then this frame may be gone, hence the shared flags).
-template <class Socket, class Endpoint>
-asio::awaitable<std::error_code> connect_backend(Socket& b, const Endpoint& ep) {
+// The deadline is a timer that cancels the wait, rather than racing the two with ||: a parallel
+// group per stream (two coroutines) was a quarter of the sidecar's instructions per Connection:
+// close request (issue 6, callgrind). The timer's handler touches the socket only while the
+// connect is pending: an expiry queued just as the connect completed finds `done` set (and by then
+// this frame may be gone, hence the shared flags). `wait` is the socket's asynchronous operation
+// that ends when the connect does.
+template <class Socket, class Wait>
+asio::awaitable<std::error_code> within_connect_timeout(Socket& b, Wait wait) {
   struct flags {
     bool done = false;
     bool timed_out = false;
@@ -73,11 +75,31 @@ asio::awaitable<std::error_code> connect_backend(Socket& b, const Endpoint& ep) 
     f->timed_out = true;
     b.cancel();
   });
-  auto [ec] = co_await b.async_connect(ep, use_tuple);
+  auto [ec] = co_await wait();
   f->done = true;
   limit.cancel();
   if (f->timed_out) co_return std::make_error_code(std::errc::timed_out);
   co_return ec;
+}
+
+// A Unix socket backend: Asio's connect.
+asio::awaitable<std::error_code> connect_backend(asio::local::stream_protocol::socket& b,
+                                                 const asio::local::stream_protocol::endpoint& ep) {
+  co_return co_await within_connect_timeout(b, [&] { return b.async_connect(ep, use_tuple); });
+}
+
+// A TCP backend: on loopback the connect has usually completed by the time connect() returns, so it
+// is confirmed at once and no timer, writability wait or turn of the event loop is spent on it
+// (start_connect); otherwise it is awaited as Asio would.
+asio::awaitable<std::error_code> connect_backend(asio::ip::tcp::socket& b, const asio::ip::tcp::endpoint& ep) {
+  std::error_code ec;
+  switch (start_connect(b, ep, /*no_delay=*/true, ec)) {
+    case connect_progress::connected: co_return std::error_code{};
+    case connect_progress::failed: co_return ec;
+    case connect_progress::in_progress: break;
+  }
+  ec = co_await within_connect_timeout(b, [&] { return b.async_wait(asio::socket_base::wait_write, use_tuple); });
+  co_return ec ? ec : finish_connect(b);
 }
 
 // One stream: its own connection to the backend (so a slow backend never holds up the accept
@@ -88,10 +110,6 @@ asio::awaitable<void> forward(client::stream s, Backend backend, Endpoint target
     log.warn("stream from ", s.remote_endpoint(), ": backend ", target, " unreachable: ", ec.message());
     s.reset();
     co_return;
-  }
-  if constexpr (std::is_same_v<Backend, asio::ip::tcp::socket>) {
-    std::error_code ignored;
-    backend.set_option(asio::ip::tcp::no_delay(true), ignored);
   }
   if (send_proxy_header) {
     // No client address known (the definition asked for none, or the master sent LOCAL): say so.

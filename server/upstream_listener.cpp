@@ -1,6 +1,8 @@
 // See upstream_listener.hpp.
 #include "upstream_listener.hpp"
 
+#include "protocol/fresh_socket.hpp"
+
 #include <sys/socket.h>
 
 #include <unistd.h>
@@ -8,7 +10,6 @@
 #include <cerrno>
 
 #include <optional>
-#include <type_traits>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -31,22 +32,6 @@ constexpr bool accepts_inherit_no_delay = false;
 // Connections taken in one turn before the loop lets other work run (the wait below re-arms at
 // once while the backlog holds more).
 constexpr int max_accepts_per_turn = 32;
-
-// What Asio knows of a socket lives in its implementation's state bits, reachable only from a class
-// derived from the socket: a pointer to the protected member, formed here, reads them on any socket.
-// Used for two facts about a socket fresh from accept4(): it is non-blocking already (so Asio's
-// first asynchronous operation need not say so again with ioctl(FIONBIO)), and its descriptor was
-// never duplicated (so closing it needs no epoll_ctl(DEL) first: Asio assumes any socket it did not
-// open itself may share its open file with a dup and removes it from epoll by hand). Two system
-// calls of about eleven per Connection: close request (issue 6).
-struct fresh_socket : asio::ip::tcp::socket {
-  static void mark_fresh(asio::ip::tcp::socket& s) {
-    auto& state = (s.*(&fresh_socket::impl_)).get_implementation().state_;
-    using bits = std::remove_reference_t<decltype(state)>;
-    state = static_cast<bits>((state | asio::detail::socket_ops::internal_non_blocking) &
-                              ~asio::detail::socket_ops::possible_dup);
-  }
-};
 
 // Errors that concern one connection, not the listener: Linux passes a connection's pending network
 // error on as accept4()'s own, and accept(2) says to retry at once as for EAGAIN.
@@ -80,7 +65,7 @@ std::optional<asio::ip::tcp::socket> accept_now(asio::ip::tcp::acceptor& acc, as
     ::close(fd);
     return std::nullopt;
   }
-  fresh_socket::mark_fresh(sock);
+  mark_fresh(sock);  // two system calls of about eleven per Connection: close request (issue 6)
   return sock;
 }
 }
@@ -142,7 +127,7 @@ void upstream_listener::close() {
 
 void upstream_listener::start(accept_handler on_accept) {
   // Our own accept4() rather than async_accept: Asio's accept() gives a blocking socket it must
-  // later make non-blocking, and one it treats as a possible dup (see fresh_socket).
+  // later make non-blocking, and one it treats as a possible dup (see mark_fresh).
   auto loop = [](std::shared_ptr<state> st, accept_handler handler) -> asio::awaitable<void> {
     asio::steady_timer backoff(st->acceptor.get_executor());
     auto breathe = [&](const std::error_code& ec) {

@@ -57,6 +57,12 @@ asio::awaitable<void> proxied_client(const std::string& address) {
   CHECK(co_await read_to_eof(c, buf) == payload);
 }
 
+// Accepts one connection, sends `text` and closes it.
+asio::awaitable<void> greet_once(asio::ip::tcp::acceptor& acceptor, std::string text) {
+  auto s = co_await acceptor.async_accept(asio::use_awaitable);
+  co_await asio::async_write(s, asio::buffer(text), asio::use_awaitable);
+}
+
 }  // namespace
 
 TEST_CASE("the sidecar puts a plain HTTP server behind the master: requests reach hello --listen by path") {
@@ -128,6 +134,30 @@ TEST_CASE("the sidecar survives a master restart: it registers again, says where
     const auto response = co_await http_get(address, "/side/again");
     CHECK(response.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
     CHECK(response.find("Still here\npath: /side/again\n") != std::string::npos);
+  });
+}
+
+TEST_CASE("a TCP backend that refuses: each public connection ends at once; once it listens, they go through") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    asio::ip::tcp::endpoint backend;
+    {
+      asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
+      backend = probe.local_endpoint();  // a loopback port that nobody listens on once this closes
+    }
+    test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1",
+                                 "--port", "0", "--backend", text_of(backend)});
+    const auto address = listening_address(sidecar);
+    for (int i = 0; i < 3; ++i) {  // refused each time, and the sidecar goes on serving
+      auto c = co_await connect_to(address);
+      CHECK(co_await read_to_eof(c) == "");
+    }
+    asio::ip::tcp::acceptor a(io, backend);
+    ends done(io.get_executor());
+    spawn(io.get_executor(), greet_once(a, "hello from the backend"), done);
+    auto c = co_await connect_to(address);
+    CHECK(co_await read_to_eof(c) == "hello from the backend");
+    co_await join(done, 1);
   });
 }
 

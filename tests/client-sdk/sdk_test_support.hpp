@@ -28,6 +28,7 @@
 
 #include "socketmaster/client.hpp"
 #include "tests/support/child_process.hpp"
+#include "tests/support/run_coroutine.hpp"
 
 namespace socketmaster::sdk_test {
 
@@ -49,21 +50,10 @@ class master_process {
   std::string control_;
 };
 
-// Runs `body(io)` on a fresh io_context and fails the test if it has not finished within `limit`.
-// The SDK's reconnect supervisors keep an io_context busy, so the runner stops it when the body ends.
+// test::run_coroutine with the SDK tests' default limit.
 template <class Body>
 void run(Body body, std::chrono::seconds limit = 30s) {
-  asio::io_context io(1);
-  bool done = false;
-  std::exception_ptr error;
-  asio::co_spawn(io, body(io), [&](std::exception_ptr e) {
-    done = true;
-    error = e;
-    io.stop();
-  });
-  io.run_for(limit);
-  REQUIRE_MESSAGE(done, "test body did not finish within ", limit.count(), " s");
-  if (error) std::rethrow_exception(error);
+  test::run_coroutine(std::move(body), limit);
 }
 
 // "127.0.0.1:8000" → endpoint. Throws on anything else.

@@ -34,6 +34,7 @@
 #include "go_peer.hpp"
 #include "holdable_socket.hpp"
 #include "protocol/session.hpp"
+#include "tests/support/run_coroutine.hpp"
 
 using namespace socketmaster;
 using namespace socketmaster::interop;
@@ -46,20 +47,9 @@ namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::uint64_t mib = 1 << 20;
 
-// Runs `body` on a fresh io_context; fails the test if it has not finished within `limit`.
 template <class Body>
 void run(Body body, std::chrono::seconds limit = go_peer::run_limit) {
-  asio::io_context io;
-  bool done = false;
-  std::exception_ptr error;
-  asio::co_spawn(io, body(io), [&](std::exception_ptr e) {
-    done = true;
-    error = e;
-    io.stop();
-  });
-  io.run_for(limit);
-  REQUIRE_MESSAGE(done, "test body did not finish in time");
-  if (error) std::rethrow_exception(error);
+  test::run_coroutine(std::move(body), limit);
 }
 
 void expect_ok(const go_result& go, const std::string& last_line) {

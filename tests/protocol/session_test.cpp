@@ -32,6 +32,8 @@
 #include <optional>
 #include <vector>
 
+#include "tests/support/run_coroutine.hpp"
+
 using namespace socketmaster;
 using namespace socketmaster::yamux;
 using namespace asio::experimental::awaitable_operators;
@@ -42,20 +44,9 @@ namespace {
 
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 
-// Runs `body` on a fresh io_context; fails the test if it has not finished within `limit`.
 template <class Body>
 void run(Body body, std::chrono::seconds limit = 20s) {
-  asio::io_context io;
-  bool done = false;
-  std::exception_ptr error;
-  asio::co_spawn(io, body(io), [&](std::exception_ptr e) {
-    done = true;
-    error = e;
-    io.stop();
-  });
-  io.run_for(limit);
-  REQUIRE_MESSAGE(done, "test body did not finish in time");
-  if (error) std::rethrow_exception(error);
+  test::run_coroutine(std::move(body), limit);
 }
 
 std::pair<socket_type, socket_type> socket_pair(asio::io_context& io) {
