@@ -11,11 +11,12 @@
 #include <asio/signal_set.hpp>
 
 #include <charconv>
-#include <fstream>
 #include <iostream>
 #include <memory>
 
+#include "protocol/cli_seconds.hpp"
 #include "protocol/fresh_socket.hpp"
+#include "protocol/handshake.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
@@ -151,9 +152,11 @@ int main(int argc, char** argv) {
   bool http = false, proxy_to_backend = false;
   double drain_seconds = 30;
   app.add_option("--master", opts.master_address, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
-  app.add_option("--token", opts.token, "Shared token (default $SOCKETMASTER_TOKEN; prefer --token-file: argv is public)");
+  auto* token_option =
+      app.add_option("--token", opts.token, "Shared token (default $SOCKETMASTER_TOKEN; prefer --token-file: argv is public)");
   std::string token_file;
-  app.add_option("--token-file", token_file, "File whose first line is the shared token");
+  app.add_option("--token-file", token_file, "File whose first line is the shared token")->excludes(token_option);
+  app.set_version_flag("--version", std::string("socketmaster-connect ") + SOCKETMASTER_VERSION);
   app.add_option("--address", def.address, "Interface for the public listener (empty = all)");
   app.add_option("--port", def.port, "Public port (0 = the master picks)")->required();
   app.add_flag("--http", http, "Route HTTP by domain and path (implied by --domain or --path)");
@@ -163,15 +166,19 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", key, "PEM private key for --tls-cert");
   app.add_option("--backend", backend, "Where streams go: host:port or a Unix socket path")->required();
   app.add_flag("--proxy-protocol", proxy_to_backend, "Send a PROXY v2 header to the backend first");
-  app.add_option("--drain-timeout", drain_seconds, "Seconds open streams get after SIGTERM")->capture_default_str();
+  app.add_option("--drain-timeout", drain_seconds, "Seconds open streams get after SIGTERM")
+      ->capture_default_str()
+      ->check(seconds_option);
   backend_address target;
   try {
     app.parse(argc, argv);
     target = parse_backend(backend);
     if (!token_file.empty()) {
-      std::ifstream f(token_file);
-      if (!f || !std::getline(f, opts.token)) throw CLI::ValidationError("--token-file", "cannot read " + token_file);
-      while (!opts.token.empty() && (opts.token.back() == '\r' || opts.token.back() == ' ')) opts.token.pop_back();
+      try {
+        opts.token = read_token_file(token_file);
+      } catch (const std::runtime_error& e) {
+        throw CLI::ValidationError("--token-file", e.what());
+      }
     }
     if (http || !domain.empty() || !path.empty()) def.http = http_route{domain, path};
     if (!cert.empty() || !key.empty()) def.tls = client::load_certificate(cert, key);

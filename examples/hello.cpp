@@ -27,6 +27,7 @@
 #include <optional>
 #include <tuple>
 
+#include "protocol/cli_seconds.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
 
@@ -283,6 +284,9 @@ int main(int argc, char** argv) {
   std::string master, address, domain, path, text = "Hello from socketmaster", listen_on, cert, key;
   std::uint16_t port = 0;
   double drain_seconds = 10;
+  app.set_version_flag("--version", std::string("hello (socketmaster ") + SOCKETMASTER_VERSION + ")");
+  app.footer("Environment: SOCKETMASTER_ADDR (the master's control address), SOCKETMASTER_TOKEN (the token a master "
+      "started with --token-file expects)");
   app.add_option("--master", master, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
   app.add_option("--address", address, "Interface for the public listener (empty = all)");
   app.add_option("--port", port, "Public port to register (0 = the master picks)");
@@ -292,7 +296,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", cert, "PEM certificate chain: the master terminates TLS with it")->needs(
       app.add_option("--tls-key", key, "PEM private key for --tls-cert"));
   app.add_option("--listen", listen_on, "Serve on this host:port directly instead of registering");
-  app.add_option("--drain-timeout", drain_seconds, "Seconds in-flight requests get after SIGTERM")->capture_default_str();
+  app.add_option("--drain-timeout", drain_seconds, "Seconds in-flight requests get after SIGTERM")
+      ->capture_default_str()
+      ->check(seconds_option);
   CLI11_PARSE(app, argc, argv);
 
   socketmaster::logger log(std::cerr);

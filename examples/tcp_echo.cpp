@@ -16,6 +16,7 @@
 
 #include <iostream>
 
+#include "protocol/cli_seconds.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
 
@@ -39,10 +40,15 @@ int main(int argc, char** argv) {
   socket_definition def;
   client::options opts;
   double drain_seconds = 10;
+  app.set_version_flag("--version", std::string("tcp_echo (socketmaster ") + SOCKETMASTER_VERSION + ")");
+  app.footer("Environment: SOCKETMASTER_ADDR (the master's control address), SOCKETMASTER_TOKEN (the token a master "
+      "started with --token-file expects)");
   app.add_option("--master", opts.master_address, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
   app.add_option("--address", def.address, "Interface for the public listener (empty = all)");
   app.add_option("--port", def.port, "Public port to register (0 = the master picks)")->capture_default_str();
-  app.add_option("--drain-timeout", drain_seconds, "Seconds open connections get after SIGTERM")->capture_default_str();
+  app.add_option("--drain-timeout", drain_seconds, "Seconds open connections get after SIGTERM")
+      ->capture_default_str()
+      ->check(seconds_option);
   CLI11_PARSE(app, argc, argv);
 
   logger log(std::cerr);

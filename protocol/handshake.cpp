@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <stdexcept>
 #include <string_view>
 
 #include "protocol/errors.hpp"
@@ -297,6 +299,18 @@ std::string same_host_socket_name(std::string_view bound) {
   name += "socketmaster/control/";
   name += bound;
   return name;
+}
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream f(path);
+  std::string token;
+  if (!f) throw std::runtime_error("cannot read the token file " + path);
+  std::getline(f, token);  // an empty file leaves it empty
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.empty()) throw std::runtime_error("the token file " + path + " holds no token (its first line is empty)");
+  if (token.size() > max_token_bytes)
+    throw std::runtime_error("the token in " + path + " is longer than " + std::to_string(max_token_bytes) + " bytes");
+  return token;
 }
 
 }  // namespace socketmaster

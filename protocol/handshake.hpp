@@ -137,6 +137,11 @@ decode_result decode_response(std::span<const std::byte> whole_message, handshak
 // (issue 6). `bound` is the control address as the master reports it: "127.0.0.1:9999",
 // "[::1]:9999". The name starts with a NUL byte (the abstract namespace).
 std::string same_host_socket_name(std::string_view bound);
+// The shared token from a token file (--token-file of the master and the sidecar): its first line,
+// without trailing spaces or CR. Throws std::runtime_error with a sentence to print when the file
+// cannot be read or that line is empty: an empty token means "no token", and a master started with
+// a token file it cannot use must not quietly accept every service instead.
+std::string read_token_file(const std::string& path);
 // The largest send buffer either side asks of the kernel for a Unix control connection.
 inline constexpr std::size_t max_unix_send_buffer = std::size_t{1} << 30;
 

@@ -60,19 +60,25 @@ std::string render_metrics(const registry& reg) {
   for (int c = 0; c <= static_cast<int>(rejection_code::internal); ++c)
     m << "socketmaster_rejections_total{code=\"" << to_string(static_cast<rejection_code>(c)) << "\"} "
       << st.rejections[c] << "\n";
-  m << "# TYPE socketmaster_connections_accepted_total counter\n"
+  m << "# HELP socketmaster_connections_accepted_total Public connections accepted, on every listener.\n"
+    << "# TYPE socketmaster_connections_accepted_total counter\n"
     << "socketmaster_connections_accepted_total " << st.connections_accepted << "\n"
+    << "# HELP socketmaster_active_connections Public connections open now.\n"
     << "# TYPE socketmaster_active_connections gauge\n"
     << "socketmaster_active_connections " << st.active_connections << "\n"
+    << "# HELP socketmaster_streams_opened_total yamux streams opened to services.\n"
     << "# TYPE socketmaster_streams_opened_total counter\n"
     << "socketmaster_streams_opened_total " << st.streams_opened << "\n"
+    << "# HELP socketmaster_queued_total Connections that waited in a route's grace queue.\n"
     << "# TYPE socketmaster_queued_total counter\n"
     << "socketmaster_queued_total " << st.queued_total << "\n"
+    << "# HELP socketmaster_queue_rejections_total Connections refused because a grace queue was full (503).\n"
     << "# TYPE socketmaster_queue_rejections_total counter\n"
     << "socketmaster_queue_rejections_total " << st.queue_rejections << "\n"
     << "# HELP socketmaster_queue_abandoned_total Queued connections whose client left before a service came back.\n"
     << "# TYPE socketmaster_queue_abandoned_total counter\n"
     << "socketmaster_queue_abandoned_total " << st.queue_abandoned << "\n"
+    << "# HELP socketmaster_grace_expired_total Routes whose grace period ended without a service coming back.\n"
     << "# TYPE socketmaster_grace_expired_total counter\n"
     << "socketmaster_grace_expired_total " << st.grace_expired << "\n"
     << "# HELP socketmaster_relayed_bytes_total Bytes relayed: HTTP heads as forwarded, bodies, tunnels (when they end).\n"
@@ -83,7 +89,8 @@ std::string render_metrics(const registry& reg) {
     << "# TYPE socketmaster_http_responses_total counter\n";
   for (int c = 1; c <= 5; ++c)
     m << "socketmaster_http_responses_total{class=\"" << c << "xx\"} " << st.http_responses[c] << "\n";
-  m << "# TYPE socketmaster_routes gauge\n"
+  m << "# HELP socketmaster_routes Routes registered now, those in their grace period included.\n"
+    << "# TYPE socketmaster_routes gauge\n"
     << "socketmaster_routes " << reg.routes().size() << "\n";
   // Per route, each family as one group, as the exposition format requires.
   struct family {

@@ -11,23 +11,15 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 
 #include "master.hpp"
+#include "protocol/cli_seconds.hpp"
+#include "protocol/handshake.hpp"
 
 namespace {
 
 using namespace socketmaster;
-
-std::string read_token_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw CLI::ValidationError("--token-file", "cannot read " + path);
-  std::string token;
-  std::getline(f, token);
-  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  return token;
-}
 
 // Every public connection, every service session and every handshake in progress holds a file
 // descriptor; the usual soft limit of 1024 would cap a proxy at a few hundred clients (accept then
@@ -67,7 +59,7 @@ int main(int argc, char** argv) {
   std::string token_file;
   std::string level = "info";
 
-  app.add_option("--control", cfg.control_address, "Control address: host:port or a Unix socket path")
+  app.add_option("--control", cfg.control_address, "Control address: host:port, or a Unix socket path (one with a /)")
       ->envname("SOCKETMASTER_CONTROL")
       ->capture_default_str();
   bool no_same_host_socket = false;
@@ -79,7 +71,7 @@ int main(int argc, char** argv) {
   app.add_option("--grace", grace_seconds, "Seconds a route outlives its last service, queueing requests")
       ->envname("SOCKETMASTER_GRACE")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(seconds_option);
   app.add_option("--token-file", token_file, "File holding the shared token services must present");
   app.add_flag("--allow-insecure-control", cfg.allow_insecure_control,
                "Allow a non-loopback control address without a token");
@@ -105,7 +97,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-headers", cfg.max_headers, "Most request header fields (431 above)")->capture_default_str();
   app.add_option("--drain-timeout", drain_seconds, "Seconds open connections get after SIGTERM")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(seconds_option);
   app.add_option("--admin", cfg.admin_address, "Admin address (host:port) serving /metrics and /routes; off by default")
       ->envname("SOCKETMASTER_ADMIN");
   app.add_option("--log-level", level, "debug, info, warn or error")
@@ -122,7 +114,13 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-    if (!token_file.empty()) cfg.token = read_token_file(token_file);
+    if (!token_file.empty()) {
+      try {
+        cfg.token = read_token_file(token_file);
+      } catch (const std::runtime_error& e) {
+        throw CLI::ValidationError("--token-file", e.what());
+      }
+    }
     else if (const char* env = std::getenv("SOCKETMASTER_TOKEN")) cfg.token = env;
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

@@ -138,6 +138,18 @@ TEST_CASE("unauthorized: with --token-file, a missing or wrong token is refused 
   CHECK_FALSE(m.logged("s3cret"));  // never a secret in the log
 }
 
+TEST_CASE("a token file that holds no token stops the master at start instead of leaving it open to all") {
+  temp_dir dir;
+  write_file(dir.file("empty"), "\n");
+  write_file(dir.file("blank"), "  \r\nsecond line\n");
+  for (const auto* name : {"empty", "blank", "missing"}) {
+    CAPTURE(name);
+    const auto r = run({master_binary(), "--control", "127.0.0.1:0", "--token-file", dir.file(name)});
+    CHECK(r.status.code == 105);  // CLI11's validation error, at once: no "control port listening" line
+    CHECK(r.out.empty());
+  }
+}
+
 TEST_CASE("the control port can be a Unix socket: our SDK's hello registers through it") {
   temp_dir dir;
   const auto path = dir.file("control.sock");

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -491,4 +492,23 @@ TEST_CASE("responses encoded from text by the capnp tool decode") {
   CHECK(out == handshake_response{handshake_rejected{rejection_code::unauthorized, "bad token"}});
   REQUIRE(decode_response(capnp_encode("HandshakeResponse", "(accepted = (registrationId = 5))"), out).ok());
   CHECK(out == handshake_response{handshake_accepted{5, ""}});
+}
+
+TEST_CASE("read_token_file: the first line without trailing spaces or CR; an empty, missing or oversized token is an error") {
+  const auto dir = std::filesystem::temp_directory_path() / ("handshake_test." + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto write = [&](const char* name, const std::string& text) {
+    std::ofstream(dir / name, std::ios::binary) << text;
+    return (dir / name).string();
+  };
+  CHECK(read_token_file(write("crlf", "s3cret \r\nnext line\n")) == "s3cret");
+  CHECK(read_token_file(write("bare", "s3cret")) == "s3cret");
+  CHECK(read_token_file(write("longest", std::string(max_token_bytes, 't'))).size() == max_token_bytes);
+  CHECK_THROWS_WITH_AS(read_token_file(write("empty", "")), doctest::Contains("holds no token"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(read_token_file(write("newline", "\n")), doctest::Contains("holds no token"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(read_token_file(write("blank", " \r\n")), doctest::Contains("holds no token"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(read_token_file(write("long", std::string(max_token_bytes + 1, 't'))),
+                       doctest::Contains("longer than 1024 bytes"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(read_token_file((dir / "missing").string()), doctest::Contains("cannot read"), std::runtime_error);
+  std::filesystem::remove_all(dir);
 }
