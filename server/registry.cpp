@@ -268,8 +268,10 @@ void registry::start_grace(route& r) {
     auto it = routes_.find(id);
     if (it == routes_.end() || !it->second.in_grace || it->second.grace_timer.get() != timer) return;
     ++stats_.grace_expired;
-    log_.info("route ", id, " (", it->second.key.domain_suffix, it->second.key.path_prefix,
-              ") grace period over: removed, ", it->second.queue.size(), " queued connections refused");
+    const auto& key = it->second.key;  // spelt as the registration lines spell it: * for any host, / for any path
+    log_.info("route ", id, " (", key.domain_suffix.empty() ? "*" : key.domain_suffix.c_str(),
+              key.path_prefix.empty() ? "/" : key.path_prefix.c_str(), ") grace period over: removed, ",
+              it->second.queue.size(), " queued connections refused");
     remove_route(id);
   });
 }
