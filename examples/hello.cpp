@@ -26,6 +26,7 @@
 #include <iostream>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "protocol/cli_seconds.hpp"
 #include "protocol/relay.hpp"
@@ -287,15 +288,19 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("hello (socketmaster ") + SOCKETMASTER_VERSION + ")");
   app.footer("Environment: SOCKETMASTER_ADDR (the master's control address), SOCKETMASTER_TOKEN (the token a master "
       "started with --token-file expects)");
-  app.add_option("--master", master, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
-  app.add_option("--address", address, "Interface for the public listener (empty = all)");
-  app.add_option("--port", port, "Public port to register (0 = the master picks)");
-  app.add_option("--domain", domain, "Domain suffix (empty = any)");
-  app.add_option("--path", path, "Path prefix (empty = any)");
+  // The options of a registration, which --listen (no master) cannot honour: refused with it.
+  const std::vector<CLI::Option*> registration{
+      app.add_option("--master", master, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)"),
+      app.add_option("--address", address, "Interface for the public listener (empty = all)"),
+      app.add_option("--port", port, "Public port to register (0 = the master picks)"),
+      app.add_option("--domain", domain, "Domain suffix (empty = any)"),
+      app.add_option("--path", path, "Path prefix (empty = any)")};
   app.add_option("--text", text, "What to answer")->capture_default_str();
-  app.add_option("--tls-cert", cert, "PEM certificate chain: the master terminates TLS with it")->needs(
-      app.add_option("--tls-key", key, "PEM private key for --tls-cert"));
-  app.add_option("--listen", listen_on, "Serve on this host:port directly instead of registering");
+  auto* tls_key = app.add_option("--tls-key", key, "PEM private key for --tls-cert");
+  auto* tls_cert = app.add_option("--tls-cert", cert, "PEM certificate chain: the master terminates TLS with it")->needs(tls_key);
+  auto* listen_option = app.add_option("--listen", listen_on, "Serve on this host:port directly instead of registering");
+  for (auto* o : registration) listen_option->excludes(o);
+  listen_option->excludes(tls_cert)->excludes(tls_key);
   app.add_option("--drain-timeout", drain_seconds, "Seconds in-flight requests get after SIGTERM")
       ->capture_default_str()
       ->check(seconds_option);
