@@ -31,14 +31,8 @@ bool valid_path_prefix(std::string_view p) {
 }
 
 std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
-  // Appended step by step: g++ 12 at -O3 warned (-Wrestrict, a false positive) on "[" + text + "]".
   const auto a = ep.address();
-  std::string text = a.is_v6() ? "[" : "";
-  text += a.to_string();
-  if (a.is_v6()) text += ']';
-  text += ':';
-  text += std::to_string(ep.port());
-  return text;
+  return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
 }
 }  // namespace
 
