@@ -10,11 +10,10 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/signal_set.hpp>
 
-#include <charconv>
 #include <iostream>
 #include <memory>
 
-#include "protocol/cli_seconds.hpp"
+#include "protocol/cli_checks.hpp"
 #include "protocol/fresh_socket.hpp"
 #include "protocol/handshake.hpp"
 #include "protocol/proxy_header.hpp"
@@ -33,24 +32,15 @@ struct backend_address {
 
 backend_address parse_backend(const std::string& text) {
   backend_address b;
-  if (text.find('/') != std::string::npos) {
+  if (names_unix_path(text)) {
     b.unix_socket = true;
     b.path = text;
     return b;
   }
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos) throw CLI::ValidationError("--backend", "expected host:port or a Unix socket path");
-  std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host == "localhost") host = "127.0.0.1";
-  std::error_code ec;
-  const auto ip = asio::ip::make_address(host, ec);
-  unsigned port = 0;
-  const auto digits = std::string_view(text).substr(colon + 1);
-  const auto [end, pec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-  if (ec || pec != std::errc{} || end != digits.data() + digits.size() || port == 0 || port > 65535)
-    throw CLI::ValidationError("--backend", "expected host:port with an IP address (or localhost), or a Unix socket path");
-  b.tcp = {ip, static_cast<std::uint16_t>(port)};
+  const auto ep = parse_host_port(text);
+  if (!ep || ep->port() == 0)
+    throw CLI::ValidationError("--backend", std::string(host_port_expected) + " (not 0), or a Unix socket path with a '/', got '" + text + "'");
+  b.tcp = *ep;
   return b;
 }
 
@@ -151,7 +141,8 @@ int main(int argc, char** argv) {
   std::string domain, path, cert, key, backend;
   bool http = false, proxy_to_backend = false;
   double drain_seconds = 30;
-  app.add_option("--master", opts.master_address, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
+  app.add_option("--master", opts.master_address, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)")
+      ->check(address_or_path_option);
   auto* token_option =
       app.add_option("--token", opts.token, "Shared token (default $SOCKETMASTER_TOKEN; prefer --token-file: argv is public)");
   std::string token_file;

@@ -3,7 +3,6 @@
 #include "socketmaster/client.hpp"
 
 #include <array>
-#include <charconv>
 #include <fstream>
 #include <optional>
 #include <random>
@@ -21,6 +20,7 @@
 
 #include "protocol/errors.hpp"
 #include "protocol/handshake.hpp"
+#include "protocol/host_port.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/session.hpp"
 
@@ -57,14 +57,6 @@ std::error_code to_error(rejection_code c) {
     case rejection_code::internal: return std::make_error_code(std::errc::io_error);
   }
   return std::make_error_code(std::errc::io_error);
-}
-
-// "65535" → 65535; anything else (empty, signs, spaces, > 65535) → nullopt.
-std::optional<std::uint16_t> parse_port(std::string_view text) {
-  unsigned value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size() || text.empty() || value > 65535) return std::nullopt;
-  return static_cast<std::uint16_t>(value);
 }
 
 }  // namespace
@@ -230,28 +222,24 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
     out.error = {ec, "cannot connect to the master at " + addr + ": " + (timed_out ? std::string("timed out") : ec.message())};
     return out;
   };
-  if (addr.find('/') != std::string::npos) {
+  if (names_unix_path(addr)) {
     asio::local::stream_protocol::socket sock(st.ex);
     if (auto ec = co_await connect_local(sock, asio::local::stream_protocol::endpoint(addr), st.opts.unix_send_buffer)) co_return failed(ec, false);
     co_return co_await handshake_over(st, std::move(sock), deadline);
   }
-  const auto colon = addr.rfind(':');
-  std::string host = colon == std::string::npos ? addr : addr.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host == "localhost") host = "127.0.0.1";
-  std::error_code ec;
-  const auto ip = asio::ip::make_address(host, ec);
-  const auto port = colon == std::string::npos ? std::nullopt : parse_port(std::string_view(addr).substr(colon + 1));
-  if (ec || !port) {
+  const auto master = parse_host_port(addr);
+  if (!master || master->port() == 0) {
     out.error = {std::make_error_code(std::errc::invalid_argument),
-                 "the master address '" + addr + "' is not host:port with an IP address, nor a Unix socket path"};
+                 "the master address '" + addr + "': " + host_port_expected + " (not 0), or a Unix socket path with a '/'"};
     co_return out;
   }
+  const auto ip = master->address();
+  std::error_code ec;
   st.via_same_host = false;
   if (ip.is_loopback() && st.opts.same_host_socket) {
     // The master's same-host socket first (no TCP on the hop). Nobody behind the name (a master
     // that runs without it, another implementation) or a full backlog refuses at once: TCP then.
-    const std::string bound = (ip.is_v6() ? "[" + ip.to_string() + "]" : ip.to_string()) + ":" + std::to_string(*port);
+    const std::string bound = host_port_text(*master);
     asio::local::stream_protocol::socket local(st.ex);
     if (!co_await connect_local(local, asio::local::stream_protocol::endpoint(same_host_socket_name(bound)),
                               st.opts.unix_send_buffer)) {
@@ -260,7 +248,7 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
     }
   }
   asio::ip::tcp::socket sock(st.ex);
-  auto c = co_await (sock.async_connect({ip, *port}, use_tuple) || deadline.async_wait(use_tuple));
+  auto c = co_await (sock.async_connect(*master, use_tuple) || deadline.async_wait(use_tuple));
   if (c.index() == 1 || std::get<0>(std::get<0>(c))) co_return failed(c.index() == 0 ? std::get<0>(std::get<0>(c)) : std::error_code{}, c.index() == 1);
   sock.set_option(asio::ip::tcp::no_delay(true), ec);
   co_return co_await handshake_over(st, std::move(sock), deadline);

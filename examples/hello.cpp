@@ -28,7 +28,7 @@
 #include <tuple>
 #include <vector>
 
-#include "protocol/cli_seconds.hpp"
+#include "protocol/cli_checks.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
 
@@ -290,7 +290,8 @@ int main(int argc, char** argv) {
       "started with --token-file expects)");
   // The options of a registration, which --listen (no master) cannot honour: refused with it.
   const std::vector<CLI::Option*> registration{
-      app.add_option("--master", master, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)"),
+      app.add_option("--master", master, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)")
+          ->check(address_or_path_option),
       app.add_option("--address", address, "Interface for the public listener (empty = all)"),
       app.add_option("--port", port, "Public port to register (0 = the master picks)"),
       app.add_option("--domain", domain, "Domain suffix (empty = any)"),
@@ -298,7 +299,9 @@ int main(int argc, char** argv) {
   app.add_option("--text", text, "What to answer")->capture_default_str();
   auto* tls_key = app.add_option("--tls-key", key, "PEM private key for --tls-cert");
   auto* tls_cert = app.add_option("--tls-cert", cert, "PEM certificate chain: the master terminates TLS with it")->needs(tls_key);
-  auto* listen_option = app.add_option("--listen", listen_on, "Serve on this host:port directly instead of registering");
+  tls_key->needs(tls_cert);
+  auto* listen_option = app.add_option("--listen", listen_on, "Serve on this host:port directly instead of registering")
+                                ->check(address_option);
   for (auto* o : registration) listen_option->excludes(o);
   listen_option->excludes(tls_cert)->excludes(tls_key);
   app.add_option("--drain-timeout", drain_seconds, "Seconds in-flight requests get after SIGTERM")
@@ -313,9 +316,7 @@ int main(int argc, char** argv) {
   idle_connections idle;
 
   if (!listen_on.empty()) {
-    const auto colon = listen_on.rfind(':');
-    asio::ip::tcp::acceptor acceptor(
-        io, {asio::ip::make_address(listen_on.substr(0, colon)), static_cast<std::uint16_t>(std::stoul(listen_on.substr(colon + 1)))});
+    asio::ip::tcp::acceptor acceptor(io, *socketmaster::parse_host_port(listen_on));  // checked by address_option
     std::cout << "listening " << endpoint_text(acceptor.local_endpoint()) << std::endl;
     asio::co_spawn(
         io,

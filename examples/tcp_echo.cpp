@@ -16,7 +16,7 @@
 
 #include <iostream>
 
-#include "protocol/cli_seconds.hpp"
+#include "protocol/cli_checks.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
 
@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("tcp_echo (socketmaster ") + SOCKETMASTER_VERSION + ")");
   app.footer("Environment: SOCKETMASTER_ADDR (the master's control address), SOCKETMASTER_TOKEN (the token a master "
       "started with --token-file expects)");
-  app.add_option("--master", opts.master_address, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)");
+  app.add_option("--master", opts.master_address, "Master control address (default $SOCKETMASTER_ADDR or 127.0.0.1:9999)")
+      ->check(address_or_path_option);
   app.add_option("--address", def.address, "Interface for the public listener (empty = all)");
   app.add_option("--port", def.port, "Public port to register (0 = the master picks)")->capture_default_str();
   app.add_option("--drain-timeout", drain_seconds, "Seconds open connections get after SIGTERM")

@@ -13,6 +13,7 @@
 #include <asio/write.hpp>
 
 #include "registry.hpp"
+#include "protocol/host_port.hpp"
 #include "protocol/relay.hpp"
 
 namespace socketmaster::server {
@@ -197,14 +198,9 @@ admin_server::~admin_server() { close(); }
 
 std::error_code admin_server::bind(const std::string& host_port) {
   std::error_code ec;
-  const auto colon = host_port.rfind(':');
-  if (colon == std::string::npos) return std::make_error_code(std::errc::invalid_argument);
-  std::string host = host_port.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host == "localhost") host = "127.0.0.1";
-  const auto ip = asio::ip::make_address(host, ec);
-  if (ec) return ec;
-  asio::ip::tcp::endpoint ep(ip, static_cast<std::uint16_t>(std::stoul(host_port.substr(colon + 1))));
+  const auto parsed = parse_host_port(host_port);
+  if (!parsed) return std::make_error_code(std::errc::invalid_argument);
+  const asio::ip::tcp::endpoint ep = *parsed;
   auto& acc = state_->acceptor;
   acc.open(ep.protocol(), ec);
   if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
@@ -216,8 +212,7 @@ std::error_code admin_server::bind(const std::string& host_port) {
 std::string admin_server::bound_address() const {
   std::error_code ec;
   const auto ep = state_->acceptor.local_endpoint(ec);
-  return (ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string()) + ":" +
-         std::to_string(ep.port());
+  return host_port_text(ep);
 }
 
 void admin_server::start() {

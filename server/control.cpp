@@ -15,6 +15,7 @@
 #include <openssl/sha.h>
 
 #include "protocol/handshake.hpp"
+#include "protocol/host_port.hpp"
 #include "protocol/relay.hpp"
 
 namespace socketmaster::server {
@@ -39,7 +40,9 @@ std::string describe(const socket_definition& d) {
   else
     s += " tcp";
   if (d.tls) s += " tls";
-  if (d.proxy_protocol) s += " proxy-v2";
+  // The SDK and the sidecar always ask for the header (it is how they learn the client's address),
+  // so name what it carries rather than the protocol's name alone.
+  if (d.proxy_protocol) s += " with client addresses (PROXY v2)";
   return s;
 }
 
@@ -250,14 +253,9 @@ asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor, const char* 
 }  // namespace
 
 bool control_address_is_local(const std::string& address) {
-  if (address.find('/') != std::string::npos) return true;
-  const auto colon = address.rfind(':');
-  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host == "localhost") return true;
-  std::error_code ec;
-  const auto ip = asio::ip::make_address(host, ec);
-  return !ec && ip.is_loopback();
+  if (names_unix_path(address)) return true;
+  const auto ep = parse_host_port(address);
+  return ep && ep->address().is_loopback();
 }
 
 control_listener::control_listener(asio::any_io_executor ex, const master_config& cfg, registry& reg, logger& log)
@@ -268,7 +266,7 @@ control_listener::~control_listener() { close(); }
 std::error_code control_listener::bind() {
   std::error_code ec;
   const std::string& address = state_->cfg.control_address;
-  if (address.find('/') != std::string::npos) {
+  if (names_unix_path(address)) {
     // A stale socket file from a previous run would make bind fail; remove it only if it is a socket.
     std::filesystem::path p(address);
     if (std::filesystem::is_socket(p, ec)) std::filesystem::remove(p, ec);
@@ -281,15 +279,10 @@ std::error_code control_listener::bind() {
     state_->bound = address;
     return ec;
   }
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos) return std::make_error_code(std::errc::invalid_argument);
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host == "localhost") host = "127.0.0.1";
-  const auto port = static_cast<std::uint16_t>(std::stoul(address.substr(colon + 1)));
-  const auto ip = asio::ip::make_address(host, ec);
-  if (ec) return ec;
-  asio::ip::tcp::endpoint ep(ip, port);
+  const auto parsed = parse_host_port(address);
+  if (!parsed) return std::make_error_code(std::errc::invalid_argument);
+  const asio::ip::tcp::endpoint ep = *parsed;
+  const auto ip = ep.address();
   auto& acc = state_->tcp.emplace(state_->ex);
   acc.open(ep.protocol(), ec);
   if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
@@ -297,8 +290,7 @@ std::error_code control_listener::bind() {
   if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
   if (!ec) {
     const auto local = acc.local_endpoint(ec);
-    state_->bound = (local.address().is_v6() ? "[" + local.address().to_string() + "]" : local.address().to_string()) +
-                    ":" + std::to_string(local.port());
+    state_->bound = host_port_text(local);
   }
   if (ec) return ec;
   if (ip.is_loopback() && state_->cfg.same_host_socket) {

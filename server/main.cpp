@@ -14,7 +14,7 @@
 #include <iostream>
 
 #include "master.hpp"
-#include "protocol/cli_seconds.hpp"
+#include "protocol/cli_checks.hpp"
 #include "protocol/handshake.hpp"
 
 namespace {
@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
 
   app.add_option("--control", cfg.control_address, "Control address: host:port, or a Unix socket path (one with a /)")
       ->envname("SOCKETMASTER_CONTROL")
+      ->check(address_or_path_option)
       ->capture_default_str();
   bool no_same_host_socket = false;
   app.add_flag("--no-same-host-socket", no_same_host_socket,
@@ -72,7 +73,7 @@ int main(int argc, char** argv) {
       ->envname("SOCKETMASTER_GRACE")
       ->capture_default_str()
       ->check(seconds_option);
-  app.add_option("--token-file", token_file, "File holding the shared token services must present");
+  app.add_option("--token-file", token_file, "File holding the shared token services must present (else $SOCKETMASTER_TOKEN, if set)");
   app.add_flag("--allow-insecure-control", cfg.allow_insecure_control,
                "Allow a non-loopback control address without a token");
   app.add_option("--queue-limit", cfg.queue_limit, "Connections waiting per route during grace")
@@ -99,18 +100,21 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(seconds_option);
   app.add_option("--admin", cfg.admin_address, "Admin address (host:port) serving /metrics and /routes; off by default")
-      ->envname("SOCKETMASTER_ADMIN");
+      ->envname("SOCKETMASTER_ADMIN")
+      ->check(address_option);
   app.add_option("--log-level", level, "debug, info, warn or error")
       ->envname("SOCKETMASTER_LOG_LEVEL")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   app.add_option("--yamux-max-window", cfg.yamux.max_stream_window, "Largest per-stream receive window (bytes)")
       ->capture_default_str();
+  // Durations as plain numbers of milliseconds: CLI11 would print the default as "30000ms", which
+  // it then refuses as input.
   app.add_option("--yamux-keepalive-ms", cfg.yamux.keepalive_interval, "Ping interval on service sessions")
-      ->capture_default_str();
+      ->default_str(std::to_string(cfg.yamux.keepalive_interval.count()));
   app.add_option("--yamux-open-timeout-ms", cfg.yamux.stream_open_timeout,
                  "A stream a service has not accepted within this ends its session (0 = wait forever)")
-      ->capture_default_str();
+      ->default_str(std::to_string(cfg.yamux.stream_open_timeout.count()));
 
   try {
     app.parse(argc, argv);

@@ -11,6 +11,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "tls.hpp"
+#include "protocol/host_port.hpp"
 
 namespace socketmaster::server {
 
@@ -30,10 +31,6 @@ bool valid_path_prefix(std::string_view p) {
   return std::none_of(p.begin(), p.end(), [](char c) { return c <= ' ' || c == 0x7f || c == '?' || c == '#'; });
 }
 
-std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
-  const auto a = ep.address();
-  return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
-}
 }  // namespace
 
 registry::registry(asio::any_io_executor ex, const master_config& cfg, logger& log, connection_handler on_connection)
@@ -131,7 +128,7 @@ registry::registration_result registry::register_service(const socket_definition
     auto [pos, inserted] = listeners_.try_emplace(actual_key);
     auto& l = pos->second;
     l.key = actual_key;
-    l.bound_address = endpoint_text(acceptor->local_endpoint());
+    l.bound_address = host_port_text(acceptor->local_endpoint());
     l.http = want_http;
     l.tls = want_tls;
     if (want_tls) l.certificates = std::make_unique<tls_contexts>();

@@ -150,6 +150,22 @@ TEST_CASE("a token file that holds no token stops the master at start instead of
   }
 }
 
+TEST_CASE("an address flag that is not host:port stops the master with a message, not an abort or a wrapped port") {
+  for (const auto& flags : std::vector<std::vector<std::string>>{{"--control", "127.0.0.1:abc"},
+                                                                   {"--control", "127.0.0.1:70000"},
+                                                                   {"--control", "ctl.sock"},
+                                                                   {"--control", "127.0.0.1:0", "--admin", "127.0.0.1:xyz"},
+                                                                   {"--control", "127.0.0.1:0", "--admin", "::1:80"}}) {
+    CAPTURE(flags.back());
+    std::vector<std::string> argv{"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", master_binary()};  // stderr too
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    const auto r = run(argv);
+    CHECK(r.status.code == 105);  // CLI11's validation error (the abort was 134; 70000 bound port 4464)
+    CHECK(r.out.find("expected host:port") != std::string::npos);
+    CHECK(r.out.find("control ") == std::string::npos);  // never got as far as listening
+  }
+}
+
 TEST_CASE("the control port can be a Unix socket: our SDK's hello registers through it") {
   temp_dir dir;
   const auto path = dir.file("control.sock");

@@ -1,0 +1,30 @@
+// "host:port" as every flag and option of ours takes an address (the master's --control and
+// --admin, the SDK's master address, the sidecar's --backend, hello's --listen): one reading, so
+// that an address one program accepts the others accept too, and a bad one is refused with the
+// same words everywhere rather than thrown out of std::stoul or cut to 16 bits.
+#pragma once
+
+#include <asio/ip/tcp.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace socketmaster {
+
+// host: an IP literal, IPv6 in brackets ("[::1]:80"), or "localhost", read as 127.0.0.1 so that
+// the loopback checks see it (no resolver: nothing here blocks). port: decimal, 0 to 65535.
+std::optional<asio::ip::tcp::endpoint> parse_host_port(std::string_view text);
+
+// The form parse_host_port reads back: "127.0.0.1:80", "[::1]:80".
+std::string host_port_text(const asio::ip::tcp::endpoint& ep);
+
+// A Unix socket path rather than host:port: our addresses name a path only with a '/' in it
+// ("./ctl.sock", "/run/sm.sock"), so that "ctl.sock" is a typo for host:port, not a file.
+inline bool names_unix_path(std::string_view text) { return text.find('/') != std::string_view::npos; }
+
+// What to tell a person whose address parse_host_port refused.
+inline constexpr const char* host_port_expected =
+    "expected host:port with an IP address or localhost (IPv6 in brackets) and a port from 0 to 65535";
+
+}  // namespace socketmaster

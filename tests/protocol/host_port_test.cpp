@@ -1,0 +1,49 @@
+// parse_host_port: the one reading of "host:port" behind every address flag and option. What it
+// accepts (IPv4, bracketed IPv6, localhost, ports 0..65535) and refuses (no port, a port past 16
+// bits or not decimal, a host name, IPv6 without brackets), and host_port_text reading back.
+#include "protocol/host_port.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using namespace socketmaster;
+
+TEST_CASE("parse_host_port reads IPv4, bracketed IPv6 and localhost with a port from 0 to 65535") {
+  const auto v4 = parse_host_port("127.0.0.1:9999");
+  REQUIRE(v4);
+  CHECK(v4->address() == asio::ip::make_address("127.0.0.1"));
+  CHECK(v4->port() == 9999);
+  const auto v6 = parse_host_port("[::1]:65535");
+  REQUIRE(v6);
+  CHECK(v6->address() == asio::ip::make_address("::1"));
+  CHECK(v6->port() == 65535);
+  const auto local = parse_host_port("localhost:0");
+  REQUIRE(local);
+  CHECK(local->address().is_loopback());  // what the control port's loopback check relies on
+  CHECK(local->address().is_v4());
+  CHECK(local->port() == 0);
+  CHECK(parse_host_port("0.0.0.0:80"));
+  CHECK(parse_host_port("[::]:80"));
+}
+
+TEST_CASE("parse_host_port refuses what would have thrown, wrapped or meant something else") {
+  for (const char* bad : {"127.0.0.1", "127.0.0.1:", "127.0.0.1:abc", "127.0.0.1:70000", "127.0.0.1:65536",
+                          "127.0.0.1:-1", "127.0.0.1:+80", "127.0.0.1: 80", "127.0.0.1:80 ", "127.0.0.1:99999999999",
+                          "example.com:80", ":80", "::1:80", "[::1:80", "[::1]", "[::1]:", "[127.0.0.1]x:80",
+                          "300.0.0.1:80", ""}) {
+    CAPTURE(std::string(bad));
+    CHECK_FALSE(parse_host_port(bad));
+  }
+}
+
+TEST_CASE("host_port_text writes what parse_host_port reads") {
+  for (const char* text : {"127.0.0.1:80", "[::1]:8443", "0.0.0.0:0", "[fe80::1]:1"}) {
+    CAPTURE(std::string(text));
+    const auto ep = parse_host_port(text);
+    REQUIRE(ep);
+    CHECK(host_port_text(*ep) == text);
+  }
+  CHECK(names_unix_path("./ctl.sock"));
+  CHECK_FALSE(names_unix_path("ctl.sock"));
+}
