@@ -32,7 +32,7 @@ inline constexpr std::size_t max_handshake_segments = 511;
 
 // Longest accepted text fields, in bytes. The decoders reject anything longer as malformed.
 inline constexpr std::size_t max_token_bytes = 1024;
-inline constexpr std::size_t max_address_bytes = 255;         // a host name or IP literal
+inline constexpr std::size_t max_address_bytes = 255;         // an IP literal (the master takes no host names)
 inline constexpr std::size_t max_domain_suffix_bytes = 253;   // a DNS name
 inline constexpr std::size_t max_path_prefix_bytes = 4096;
 inline constexpr std::size_t max_pem_bytes = 256 * 1024;      // each of chain and key

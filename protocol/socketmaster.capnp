@@ -9,7 +9,9 @@
 # session (the master is the yamux client and opens one stream per public connection). After a
 # `rejected` response the master closes the connection.
 #
-# The master reads at most 1 MiB for a request and rejects a request with more than 511 segments.
+# The master reads at most 1 MiB for a request by default (its --max-handshake-bytes) and rejects a
+# request with more than 511 segments. Text fields have limits of their own (protocol/handshake.hpp):
+# token 1024 bytes, address 255, domainSuffix 253, pathPrefix 4096, each PEM 256 KiB.
 #
 # Evolving: fields may be added with new ordinals (old readers ignore them, unset fields read as
 # their defaults); existing ordinals, types and meanings never change. A breaking change bumps
@@ -34,7 +36,7 @@ struct HandshakeRequest {
 
 # The public socket the master should listen on (or share) for this service.
 struct SocketDefinition {
-  address @0 :Text;              # interface for the public listener; empty = all
+  address @0 :Text;              # interface (an IP literal) for the public listener; empty = all
   port @1 :UInt16;               # 0 = the master picks a free port and reports it
   http @2 :HttpRoute;            # unset = raw TCP
   tls @3 :TlsCertificate;        # unset = the master does not terminate TLS
@@ -45,7 +47,8 @@ struct SocketDefinition {
 # services may use the same address and port with different routes.
 struct HttpRoute {
   domainSuffix @0 :Text;         # matched against the Host header's end; empty = any
-  pathPrefix @1 :Text;           # matched against the request path's start; empty = any
+  pathPrefix @1 :Text;           # matched against the request path's start at a segment
+                                 # boundary; empty = any, else it starts with '/' (no spaces, ? or #)
 }
 
 # Set when the master terminates TLS for this service with the given certificate and key.
@@ -65,7 +68,7 @@ struct HandshakeResponse {
 # The registration is live; yamux starts on this connection right after this message.
 struct Accepted {
   registrationId @0 :UInt64;     # names this registration in the master's logs and admin API
-  boundAddress @1 :Text;         # the public listener's address and actual port, e.g. "0.0.0.0:8000"
+  boundAddress @1 :Text;         # the public listener's address and actual port, e.g. "[::]:8000"
 }
 
 # The registration failed; the master closes the connection after this message.
@@ -78,7 +81,8 @@ struct Rejected {
     unsupportedVersion @1;       # the master does not speak the requested version
     unauthorized @2;             # the token is missing or wrong
     bindFailed @3;               # the master could not listen on the requested address and port
-    conflict @4;                 # another registration already owns this socket or route
+    conflict @4;                 # the port is already served with another address, kind (HTTP or
+                                 # raw TCP) or TLS setting (the same route joins a pool instead)
     badCertificate @5;           # the certificate chain or key could not be loaded or do not match
     internal @6;                 # the master failed; retrying later may help
   }

@@ -261,6 +261,16 @@ class message_parser {
 
   void expect(std::string_view method) { expected_method_ = method; }
 
+  // After `upgrade`, when the other side did not switch: what follows is HTTP again, starting
+  // with the next message's first byte (llhttp stopped for good at the upgrade; a fresh one
+  // takes over, as between two connections).
+  void resume_after_declined_upgrade() {
+    if (phase_ != phase::upgraded) return;
+    llhttp_init(&llhttp_, request_ ? HTTP_REQUEST : HTTP_RESPONSE, &settings());
+    event_ = event::none;
+    start_head();
+  }
+
   // A new parser's state with the same limits, keeping the header lists' room.
   // Field by field rather than assigning a new parser: building and moving a whole one cost
   // ~1.2k instructions per connection, two per Connection: close request (issue 6).
@@ -712,6 +722,7 @@ request_parser& request_parser::operator=(request_parser&&) noexcept = default;
 request_parser::~request_parser() = default;
 parse_result request_parser::feed(std::span<const char> in) { return impl_->feed(in); }
 void request_parser::reset() { impl_->reset(); }
+void request_parser::resume_after_declined_upgrade() { impl_->resume_after_declined_upgrade(); }
 const request_head& request_parser::head() const { return impl_->request; }
 
 response_parser::response_parser(http_limits limits)
@@ -730,8 +741,19 @@ const response_head& response_parser::head() const { return impl_->response; }
 
 namespace {
 
-void append_request_line(std::string& out, const request_head& head) {
-  out.append(head.method).append(" ").append(head.target).append(" HTTP/");
+// An absolute-form target ("http://host/p?q") without its scheme and authority ("/p?q"); empty
+// for the other forms (origin "/p", asterisk "*", CONNECT's authority).
+std::string_view origin_form_of_absolute(const request_head& head) {
+  if (head.target.empty() || head.target.front() == '/' || head.target == "*" || head.method == "CONNECT") return {};
+  const auto scheme_end = head.target.find("://");
+  if (scheme_end == std::string::npos) return {};
+  const auto rest = std::string_view(head.target).substr(scheme_end + 3);
+  const auto authority_end = rest.find_first_of("/?#");
+  return authority_end == std::string_view::npos ? std::string_view{} : rest.substr(authority_end);
+}
+
+void append_request_line(std::string& out, const request_head& head, std::string_view target) {
+  out.append(head.method).append(" ").append(target).append(" HTTP/");
   out.append(std::to_string(head.version_major)).append(".").append(std::to_string(head.version_minor)).append("\r\n");
 }
 
@@ -750,7 +772,7 @@ void append_headers(std::string& out, std::span<const http_header> headers, std:
 std::string serialize_request_head(const request_head& head, std::span<const http_header> extra) {
   std::string out;
   out.reserve(256);
-  append_request_line(out, head);
+  append_request_line(out, head, head.target);
   append_headers(out, head.headers, extra);
   return out;
 }
@@ -770,9 +792,21 @@ std::string serialize_forwarded_request_head(const request_head& head, std::stri
   for (const auto& h : head.headers) size += h.name.size() + h.value.size() + 4;
   std::string out;
   out.reserve(size);  // one allocation: this runs for every proxied request
-  append_request_line(out, head);
+  // RFC 9112 3.2.1, 3.2.2: towards an origin server a request goes in origin form, its Host being
+  // the authority of an absolute-form target. The service routes (as the master did) on the path.
+  const bool absolute = !head.target.empty() && head.target.front() != '/' && head.target != "*" && head.method != "CONNECT";
+  if (absolute) {
+    const auto origin = origin_form_of_absolute(head);
+    if (origin.empty()) append_request_line(out, head, "/");
+    else if (origin.front() != '/') append_request_line(out, head, std::string("/").append(origin));  // "?q"
+    else append_request_line(out, head, origin);
+    out.append("Host: ").append(head.host).append("\r\n");
+  } else {
+    append_request_line(out, head, head.target);
+  }
   for (const auto& h : head.headers) {
     if (iequals(h.name, xff) || iequals(h.name, "X-Forwarded-Proto") || iequals(h.name, "X-Forwarded-Host")) continue;
+    if (absolute && iequals(h.name, "Host")) continue;
     out.append(h.name).append(": ").append(h.value).append("\r\n");
   }
   out.append(xff).append(": ");

@@ -119,6 +119,9 @@ class request_parser {
   // Back to a new parser's state (same limits), keeping its memory: a pooled parser serves the
   // next connection without allocating.
   void reset();
+  // After the `upgrade` event, when the service answered without switching protocols: the bytes
+  // after the head are parsed as the next request (RFC 9110 7.8 lets a server ignore Upgrade).
+  void resume_after_declined_upgrade();
 
  private:
   std::unique_ptr<detail::message_parser> impl_;

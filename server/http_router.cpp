@@ -186,12 +186,20 @@ class http_connection : private yamux::payload_sink {
       auto [event, status, reason] = co_await read_head(first_bytes_buffered);
       if (event == head_event::closed) break;
       if (event == head_event::failed) {
+        linger_ = true;  // the parser stopped where the error was: the rest is unread
         co_await respond_and_close(status, reason);
         break;
       }
       const request_head& head = requests_.head();
+      body_unfinished_ = head.chunked || head.content_length.value_or(0) != 0;
       auto lit = reg_.listeners().find(listener_key_);
-      if (lit == reg_.listeners().end()) break;  // the listener was closed under us
+      if (lit == reg_.listeners().end()) {
+        // The port's listener closed while this connection was open: the grace period of its last
+        // route ran out, or the master is shutting down. Still an answer, not an empty reply.
+        co_await respond_and_close(503, reg_.draining() ? "the proxy is shutting down"
+                                                        : "the service did not come back within its grace period");
+        break;
+      }
       auto route_id = lit->second.routes.match(head.host, head.path);
       if (!route_id) {
         co_await respond_and_close(404, "no service is registered for this host and path");
@@ -218,14 +226,14 @@ class http_connection : private yamux::payload_sink {
       if (outcome == exchange_result::close) {
         // A plain socket is closed right after this (the coroutine ends), which sends the FIN:
         // a shutdown() first would only be one more system call per Connection: close request.
-        if constexpr (!std::is_same_v<Client, asio::ip::tcp::socket>) co_await half_close(client_);
+        if constexpr (!std::is_same_v<Client, asio::ip::tcp::socket>) co_await end_output();
         break;
       }
       ++requests_served_;
       // The master is draining: a connection whose client has nothing more buffered with us ends
       // here, as when it goes idle (read_head), rather than holding the master until its deadline.
       if (reg_.draining() && in_begin_ == in_end_) {
-        if constexpr (!std::is_same_v<Client, asio::ip::tcp::socket>) co_await half_close(client_);
+        if constexpr (!std::is_same_v<Client, asio::ip::tcp::socket>) co_await end_output();
         break;
       }
       // Keep-alive: the next request may go elsewhere. A draining member's stream is closed now
@@ -233,6 +241,7 @@ class http_connection : private yamux::payload_sink {
       if (link_.open() && !reg_.member_usable(link_.route_id, link_.member_id)) link_.drop();
     }
     link_.drop();
+    if (linger_ || body_unfinished_ || in_begin_ < in_end_) co_await linger_close();
   }
 
  private:
@@ -245,8 +254,9 @@ class http_connection : private yamux::payload_sink {
   enum class exchange_result { keep_alive, close, upgraded, failed, retry };
   using clock = asio::steady_timer::clock_type;
 
-  // The head deadline (408, or the idle limit between requests) is kept by one watchdog timer per
-  // connection rather than by racing every head read with a timer (`read || timer`): that race
+  // The read deadline (a head's 408, the idle limit between requests, a request body that stops
+  // arriving, the end of a lingering close) and the write deadline are kept by one watchdog timer
+  // per connection rather than by racing every read with a timer (`read || timer`): that race
   // cost a parallel group, two child coroutines, a cancellation signal and a timer wait per request
   // (issue 6: about a fifth of the master's CPU per keep-alive request and half its mallocs).
   // read_head() only stores the deadline; the timer wakes at most once per header_timeout, sees
@@ -285,16 +295,16 @@ class http_connection : private yamux::payload_sink {
       std::error_code ec;
       client_.lowest_layer().cancel(ec);  // the write fails; client_failed() resets the stream
     }
-    if (head_deadline_ <= now) {
-      head_timed_out_ = true;
-      head_deadline_ = clock::time_point::max();
+    if (read_deadline_ <= now) {
+      read_timed_out_ = true;
+      read_deadline_ = clock::time_point::max();
       std::error_code ec;
       client_.lowest_layer().cancel(ec);
     }
     // With no head read under way, look again one timeout from now, which is no later than any
     // deadline read_head() can set meanwhile; write_client() re-arms earlier when it must.
-    const auto head_check = head_deadline_ == clock::time_point::max() ? now + reg_.config().header_timeout : head_deadline_;
-    arm_watchdog(watch, std::min(head_check, write_deadline_));
+    const auto read_check = read_deadline_ == clock::time_point::max() ? now + reg_.config().header_timeout : read_deadline_;
+    arm_watchdog(watch, std::min(read_check, write_deadline_));
   }
 
   // Writes all of `buffers` to the client under the client write timeout (on_watchdog).
@@ -365,16 +375,16 @@ class http_connection : private yamux::payload_sink {
       if (parked) reg.unpark(entry);
     }
   };
-  struct head_deadline_guard {
+  struct read_deadline_guard {
     clock::time_point& deadline;
-    ~head_deadline_guard() { deadline = clock::time_point::max(); }
+    ~read_deadline_guard() { deadline = clock::time_point::max(); }
   };
 
   // Reads until a complete request head; 408 if it does not arrive in time.
   asio::awaitable<head_outcome> read_head(bool has_bytes) {
-    head_deadline_ = clock::now() + reg_.config().header_timeout;
-    head_timed_out_ = false;
-    head_deadline_guard disarm{head_deadline_};
+    read_deadline_ = clock::now() + reg_.config().header_timeout;
+    read_timed_out_ = false;
+    read_deadline_guard disarm{read_deadline_};
     bool started = has_bytes;
     for (;;) {
       if (in_begin_ < in_end_) {
@@ -401,9 +411,9 @@ class http_connection : private yamux::payload_sink {
           // cannot wait this way: OpenSSL may already hold decrypted bytes.)
           release_idle_buffers();
           park_parsers();
-          expect_by(head_deadline_);
+          expect_by(read_deadline_);
           auto [wec] = co_await client_.async_wait(asio::socket_base::wait_read, use_tuple);
-          if (head_timed_out_ || wec) co_return head_outcome{head_event::closed};
+          if (read_timed_out_ || wec) co_return head_outcome{head_event::closed};
           unpark_parsers();
         }
       }
@@ -418,10 +428,10 @@ class http_connection : private yamux::payload_sink {
         if (!first_read) n = try_receive(client_, asio::buffer(in_.get(), client_buffer_size), ec);
       }
       if (ec == asio::error::would_block) {
-        expect_by(head_deadline_);
+        expect_by(read_deadline_);
         std::tie(ec, n) = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
       }
-      if (head_timed_out_) {
+      if (read_timed_out_) {
         if (started) co_return head_outcome{head_event::failed, 408, "the request head did not arrive in time"};
         co_return head_outcome{head_event::closed};  // an idle keep-alive connection: just close
       }
@@ -434,8 +444,40 @@ class http_connection : private yamux::payload_sink {
     const std::string response = make_error_response(status, reason);
     ++reg_.stats().http_responses[status / 100];
     co_await write_client(asio::buffer(response));
-    co_await half_close(client_);
+    co_await end_output();
     reg_.log().debug("conn ", info_.id, " from ", info_.client, ": ", status, " ", reason);
+  }
+
+  // Our side of the connection is done: FIN (after close_notify on TLS), once.
+  asio::awaitable<void> end_output() {
+    if (output_ended_) co_return;
+    output_ended_ = true;
+    co_await half_close(client_);
+  }
+
+  // Ends a connection whose client may still be sending (the rest of a request after an error
+  // answer or an early answer, pipelined requests after a Connection: close one): after our FIN,
+  // reads and drops what comes until the client's FIN, an error, or linger_timeout. Closing with
+  // unread bytes would make the kernel answer them with a reset, which can destroy our answer in
+  // the client's receive buffer before it reads it (RFC 9112 9.6). Raw bytes on TLS too: nothing
+  // more is decrypted after close_notify.
+  asio::awaitable<void> linger_close() {
+    asio::ip::tcp::socket& socket = [&]() -> asio::ip::tcp::socket& {
+      if constexpr (plain_socket) return client_;
+      else return client_.next_layer();
+    }();
+    if (!socket.is_open() || reg_.config().linger_timeout.count() == 0) co_return;
+    co_await end_output();
+    read_deadline_ = clock::now() + reg_.config().linger_timeout;
+    read_timed_out_ = false;
+    read_deadline_guard disarm{read_deadline_};
+    take_in_buffer();
+    for (;;) {
+      expect_by(read_deadline_);
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
+      if (ec || read_timed_out_) break;
+    }
+    in_begin_ = in_end_ = 0;
   }
 
   // Reuses the kept-alive stream when it serves the same route and its member still takes work;
@@ -484,6 +526,8 @@ class http_connection : private yamux::payload_sink {
     request_upgrade_ = false;
     response_upgrade_ = false;
     response_keep_alive_ = true;
+    body_stopped_ = false;
+    request_error_ = {};
     bool request_ok = true, response_ok = false;
     if (body_sent_) {  // sent again (a retry): there is no body, and the parser has finished with it
       response_ok = co_await relay_response();
@@ -498,7 +542,12 @@ class http_connection : private yamux::payload_sink {
     }
     if (!response_ok) {
       if (may_retry && can_resend(head)) co_return exchange_result::retry;
-      if (!response_started_) co_await respond_and_close(502, "the service failed before answering");
+      if (!response_started_) {
+        // A request that failed on the client's side (a malformed body, a body that stopped) is
+        // the client's error to hear, not the service's.
+        if (request_error_.status != 0) co_await respond_and_close(request_error_.status, request_error_.reason);
+        else co_await respond_and_close(502, "the service failed before answering");
+      }
       link_.drop();
       co_return exchange_result::failed;
     }
@@ -507,8 +556,11 @@ class http_connection : private yamux::payload_sink {
       co_return exchange_result::failed;
     }
     if (request_upgrade_ && response_upgrade_) co_return exchange_result::upgraded;
+    // The service answered an Upgrade (or CONNECT) without switching: HTTP/1.1 goes on, on this
+    // connection (RFC 9110 7.8), the bytes after the head being the next request.
+    if (request_upgrade_) requests_.resume_after_declined_upgrade();
     if (!response_keep_alive_) link_.drop();
-    if (!client_keep_alive || !response_keep_alive_ || request_upgrade_) co_return exchange_result::close;
+    if (!client_keep_alive || !response_keep_alive_) co_return exchange_result::close;
     co_return exchange_result::keep_alive;
   }
 
@@ -544,31 +596,65 @@ class http_connection : private yamux::payload_sink {
         }
         if (r.what == parse_result::kind::message_end) {
           body_sent_ = true;
+          body_unfinished_ = false;
           co_return true;
         }
         if (r.what == parse_result::kind::upgrade) {
           request_upgrade_ = true;
+          body_unfinished_ = false;
           co_return true;
         }
-        if (r.what == parse_result::kind::error) co_return client_failed();
+        if (r.what == parse_result::kind::error) co_return request_failed(r.status, std::move(r.reason));
         if (in_begin_ < in_end_) continue;
       }
       // need_more: the body is still arriving.
       auto r = requests_.feed({});
       if (r.what == parse_result::kind::message_end) {
         body_sent_ = true;
+        body_unfinished_ = false;
         co_return true;
       }
       if (r.what == parse_result::kind::upgrade) {
         request_upgrade_ = true;
+        body_unfinished_ = false;
         co_return true;
       }
       in_begin_ = in_end_ = 0;
       take_in_buffer();
+      // Each read of the body within body_timeout of the last (on_watchdog cancels it).
+      read_deadline_ = clock::now() + reg_.config().body_timeout;
+      read_timed_out_ = false;
+      expect_by(read_deadline_);
       auto [ec, n] = co_await client_.async_read_some(asio::buffer(in_.get(), client_buffer_size), use_tuple);
+      read_deadline_ = clock::time_point::max();
       in_end_ = n;
+      if (body_stopped_) co_return false;  // by the answer's end (stop_body) or the service (backend_failed)
+      if (read_timed_out_) {
+        co_return request_failed(408, "the request body stopped arriving for " +
+                                          std::to_string(reg_.config().body_timeout.count()) + " ms");
+      }
       if (ec && n == 0) co_return client_failed();
     }
+  }
+
+  // The request cannot go on because of what the client sent (or stopped sending): the service's
+  // stream is reset, which ends relay_response() too, and exchange() answers `status` if no
+  // answer has started. The client connection stays, for that answer.
+  bool request_failed(int status, std::string reason) {
+    request_error_ = {status, std::move(reason)};
+    link_.stream.reset();
+    return false;
+  }
+
+  // The answer ended the connection (no keep-alive) while the request body was still coming:
+  // stop forwarding it, wherever send_body() waits (the client's read, or the stream's window).
+  // RFC 9112 9.6: the server closes after an answer that says close; linger_close() then takes
+  // what the client still sends.
+  void stop_body() {
+    body_stopped_ = true;
+    link_.stream.reset();
+    std::error_code ec;
+    client_.lowest_layer().cancel(ec);
   }
 
   // While relay_response() waits on the stream with all it read forwarded, the rest of a
@@ -695,6 +781,7 @@ class http_connection : private yamux::payload_sink {
         // The bulk buffer only lives while a body flows.
         if (out_capacity_ > backend_buffer_size && out_begin_ == out_end_) give_back_out_buffer();
         out_filled_ = false;
+        if (!response_keep_alive_ && body_unfinished_) stop_body();
         co_return true;
       }
       if (out_begin_ == out_end_) {
@@ -726,6 +813,7 @@ class http_connection : private yamux::payload_sink {
           auto r = responses_.finish();
           if (r.what == parse_result::kind::message_end) {
             response_keep_alive_ = false;
+            if (body_unfinished_) stop_body();
             co_return true;
           }
         }
@@ -739,6 +827,7 @@ class http_connection : private yamux::payload_sink {
   // of a response has reached it. Cancelling the client's pending read ends send_body() without
   // closing the socket (closing it here used to turn every 502 into an empty reply).
   bool backend_failed() {
+    body_stopped_ = true;
     link_.stream.reset();
     std::error_code ec;
     client_.lowest_layer().cancel(ec);
@@ -799,11 +888,19 @@ class http_connection : private yamux::payload_sink {
   bool response_keep_alive_ = true;
   bool request_upgrade_ = false;
   bool response_upgrade_ = false;
+  bool body_unfinished_ = false;  // the current request has a body not yet read to its end
+  bool body_stopped_ = false;     // send_body() is to stop: its read was cancelled on purpose
+  struct request_error {
+    int status = 0;  // 0: none
+    std::string reason;
+  } request_error_;
+  bool linger_ = false;        // close with linger_close() even at a message boundary
+  bool output_ended_ = false;  // end_output() was done
   asio::steady_timer watchdog_;
   std::shared_ptr<watch_state> watch_;
-  clock::time_point head_deadline_ = clock::time_point::max();  // max: no head read under way
+  clock::time_point read_deadline_ = clock::time_point::max();  // max: no timed read under way
   clock::time_point write_deadline_ = clock::time_point::max();  // max: no client write under way
-  bool head_timed_out_ = false;
+  bool read_timed_out_ = false;
 };
 
 }  // namespace

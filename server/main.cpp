@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
   std::int64_t handshake_ms = cfg.handshake_timeout.count();
   std::int64_t header_ms = cfg.header_timeout.count();
   std::int64_t client_write_ms = cfg.client_write_timeout.count();
+  std::int64_t body_ms = cfg.body_timeout.count();
+  std::int64_t linger_ms = cfg.linger_timeout.count();
   std::string token_file;
   std::string level = "info";
 
@@ -94,6 +96,15 @@ int main(int argc, char** argv) {
                  "A write of an answer to a client that does not finish within this closes the connection")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--body-timeout-ms", body_ms,
+                 "A request body that stops arriving for this long gets 408 (or, once answered, a close)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--linger-ms", linger_ms,
+                 "After closing on a client still sending, read and drop its bytes this long so the "
+                 "answer is not lost to a TCP reset (0 = close at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{3'600'000}));
   app.add_option("--max-header-bytes", cfg.max_header_bytes, "Largest request head (431 above)")->capture_default_str();
   app.add_option("--max-headers", cfg.max_headers, "Most request header fields (431 above)")->capture_default_str();
   app.add_option("--drain-timeout", drain_seconds, "Seconds open connections get after SIGTERM")
@@ -135,6 +146,8 @@ int main(int argc, char** argv) {
   cfg.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   cfg.header_timeout = std::chrono::milliseconds(header_ms);
   cfg.client_write_timeout = std::chrono::milliseconds(client_write_ms);
+  cfg.body_timeout = std::chrono::milliseconds(body_ms);
+  cfg.linger_timeout = std::chrono::milliseconds(linger_ms);
 
   logger log(std::cerr, level == "debug" ? logger::level::debug
                         : level == "warn" ? logger::level::warn

@@ -43,6 +43,16 @@ struct master_config {
   // within this ends the connection, and resets its stream to the service: a client that stops
   // reading cannot hold a connection and a stream for ever.
   std::chrono::milliseconds client_write_timeout{60'000};
+  // A request body that stops arriving for this long (between two reads, not in all) gets 408
+  // while no answer has started, and ends the connection: a client cannot hold a connection and a
+  // stream to a service by sending a head and then nothing (nginx's client_body_timeout).
+  std::chrono::milliseconds body_timeout{60'000};
+  // After an answer that ends a connection before its client finished sending (an error answer,
+  // an answer before the request body ended), whatever the client still sends is read and dropped
+  // for up to this long before the socket closes: closing with unread bytes would make the kernel
+  // send a reset, which can destroy the answer before the client reads it (RFC 9112 9.6). 0: close
+  // at once.
+  std::chrono::milliseconds linger_timeout{5'000};
   std::size_t max_header_bytes = 64 * 1024;
   std::size_t max_headers = 100;
   // On SIGTERM: stop accepting, then give open connections this long.

@@ -27,7 +27,7 @@ bool valid_domain_suffix(std::string_view d) {
 
 bool valid_path_prefix(std::string_view p) {
   if (p.empty()) return true;
-  if (p.front() != '/' || p.size() > 1024) return false;
+  if (p.front() != '/' || p.size() > max_path_prefix_bytes) return false;
   return std::none_of(p.begin(), p.end(), [](char c) { return c <= ' ' || c == 0x7f || c == '?' || c == '#'; });
 }
 

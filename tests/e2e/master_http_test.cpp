@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "tests/e2e/e2e_support.hpp"
 
@@ -244,6 +245,78 @@ TEST_CASE("smuggling shapes get 400 and the connection closes; a good request be
   c.send(get("/a/first") + std::string(shapes[0].second));
   CHECK(c.read_response().find("From A\npath: /a/first\n") != std::string::npos);
   CHECK(c.read_to_eof().starts_with("HTTP/1.1 400 "));
+}
+
+TEST_CASE("a malformed chunked body gets 400, not an empty reply; a chunk longer than its size too") {
+  two_services s;
+  for (const char* body : {"zz\r\nhello\r\n0\r\n\r\n", "5\r\nhello, world\r\n0\r\n\r\n",
+                           "ffffffffffffffffff\r\nx\r\n"}) {
+    CAPTURE(std::string(body));
+    tcp_client c(s.port());
+    c.send(std::string("POST /a/echo-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n") + body);
+    const auto answer = c.read_to_eof();
+    CHECK(answer.starts_with("HTTP/1.1 400 "));
+    CHECK(count(answer, "HTTP/1.1") == 1);
+  }
+}
+
+TEST_CASE("a request body that stops arriving gets 408 after --body-timeout-ms; the connection ends") {
+  master_process m({"--body-timeout-ms", "1000"});
+  go_service a(m, {"-port", "0", "-path", "/a", "-text", "From A"});
+  const auto port = a.accepted().port;
+  tcp_client c(port);
+  const auto start = std::chrono::steady_clock::now();
+  c.send("POST /a/echo-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + std::string(1000, 'b'));
+  const auto answer = c.read_to_eof();  // it waited for ever before
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(answer.starts_with("HTTP/1.1 408 "));
+  CHECK(answer.find("the request body stopped arriving for 1000 ms") != std::string::npos);
+  CHECK(took >= 900ms);
+  CHECK(took < 10s);
+  // A body that keeps coming, however slowly, is not cut: each piece within the timeout.
+  tcp_client slow(port);
+  slow.send("POST /a/echo-body HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab");
+  for (const char* piece : {"cd", "ef"}) {
+    std::this_thread::sleep_for(300ms);  // the pace of the body under test, not synchronisation
+    slow.send(piece);
+  }
+  CHECK(slow.read_response().ends_with("\r\n\r\nabcdef"));
+}
+
+TEST_CASE("an answer with Connection: close before the request body ended ends the connection after it") {
+  two_services s;
+  tcp_client c(s.port());
+  c.send("POST /a/early-close HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n" + std::string(4096, 'u'));
+  const auto answer = c.read_to_eof();  // it stayed open for as long as the client kept quiet
+  CHECK(answer.starts_with("HTTP/1.1 413 "));
+  CHECK(count(answer, "HTTP/1.1") == 1);
+  // The master reads and drops what the client still sends (a lingering close), so sending more
+  // is not answered by a reset that could have destroyed the 413 before it was read.
+  CHECK_NOTHROW(c.send(std::string(64 * 1024, 'u')));
+}
+
+TEST_CASE("an Upgrade the service declines leaves the connection speaking HTTP: the pipelined request is answered") {
+  two_services s;
+  tcp_client c(s.port());
+  c.send("GET /a/first HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n" + get("/b/second"));
+  CHECK(c.read_response().find("From A\npath: /a/first\n") != std::string::npos);
+  CHECK(c.read_response().find("From B\npath: /b/second\n") != std::string::npos);  // was an EOF
+  c.send(get("/a/third"));
+  CHECK(c.read_response().find("From A\npath: /a/third\n") != std::string::npos);
+}
+
+TEST_CASE("an absolute-form request reaches the service in origin form, Host set from the target") {
+  two_services s;
+  tcp_client c(s.port());
+  c.send("GET http://Example.test:8080/a/headers?q=1 HTTP/1.1\r\nHost: example.test:8080\r\n\r\n");
+  const auto answer = c.read_response();
+  CHECK(answer.find("\nRequest-URI: /a/headers?q=1\n") != std::string::npos);
+  CHECK(answer.find("\nHost: Example.test:8080\n") != std::string::npos);
+  // HTTP/1.0 may leave Host out: the service gets one all the same.
+  c.send("GET http://example.test/a/headers HTTP/1.0\r\n\r\n");
+  const auto old = c.read_to_eof();
+  CHECK(old.find("\nRequest-URI: /a/headers\n") != std::string::npos);
+  CHECK(old.find("\nHost: example.test\n") != std::string::npos);
 }
 
 TEST_CASE("limits: an oversized head gets 431; a head not complete within --header-timeout-ms gets 408") {

@@ -102,6 +102,11 @@ TEST_CASE("grace expiry: the waiting request gets 503, the listener closes, and 
   go_service g(m, {"-port", "0", "-text", "G"});
   const auto r = g.accepted();
 
+  // A kept-alive connection from before, still open when the listener closes.
+  tcp_client kept(r.port);
+  kept.send("GET /before HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(kept.read_response().find("G\npath: /before\n") != std::string::npos);
+
   auto mark = m.mark();
   g.kill();
   m.wait_for_log("registration " + std::to_string(r.id) + " ended", mark);
@@ -110,6 +115,11 @@ TEST_CASE("grace expiry: the waiting request gets 503, the listener closes, and 
   m.wait_for_log("listener [::]:" + std::to_string(r.port) + " closed", mark);
   CHECK(tcp_client::connect_error(r.port) == ECONNREFUSED);
   CHECK(admin_get(m, "/routes") == "[]\n");
+  // Its next request is answered too (it was an empty reply): 503, and the connection ends.
+  kept.send("GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto after = kept.read_to_eof();
+  CHECK(after.starts_with("HTTP/1.1 503 "));
+  CHECK(after.find("the service did not come back within its grace period") != std::string::npos);
 }
 
 TEST_CASE("a service that dies before answering gets its client a 502, not an empty reply") {

@@ -322,6 +322,21 @@ TEST_CASE("an Upgrade request ends with upgrade and leaves the tunnel bytes alon
   CHECK(r.consumed == 0);
 }
 
+TEST_CASE("after a declined Upgrade, resume_after_declined_upgrade parses what follows as the next request") {
+  const std::string head = "GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n";
+  const std::string next = "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok";
+  const std::string wire = head + next;
+  request_parser p;
+  auto r = p.feed(bytes(wire));
+  REQUIRE(r.what == kind::head);
+  std::string_view rest = std::string_view(wire).substr(r.consumed);
+  REQUIRE(p.feed(bytes(rest)).what == kind::upgrade);
+  p.resume_after_declined_upgrade();
+  const auto t = drive(p, rest);
+  const std::vector<std::string> want = {"head:POST /b", "body:ok", "end"};
+  CHECK(t.events == want);
+}
+
 TEST_CASE("an Upgrade request with a body gives the body first") {
   const auto t =
       parse_requests("POST / HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\nConnection: upgrade\r\nContent-Length: 2\r\n\r\nabTUNNEL");
@@ -602,6 +617,22 @@ TEST_CASE("serialize_forwarded_request_head appends to X-Forwarded-For and overr
   CHECK(serialize_forwarded_request_head(empty.head(), "2001:db8::1", true) ==
         "POST /x?y HTTP/1.0\r\nContent-Length: 0\r\nX-Forwarded-For: 2001:db8::1\r\nX-Forwarded-Proto: https\r\n"
         "X-Forwarded-Host: \r\n\r\n");
+}
+
+TEST_CASE("serialize_forwarded_request_head turns an absolute-form target into origin form with its authority as Host") {
+  const auto forwarded = [](std::string_view wire) {
+    request_parser p;
+    REQUIRE(p.feed(bytes(wire)).what == kind::head);
+    return serialize_forwarded_request_head(p.head(), "192.0.2.1", false);
+  };
+  CHECK(forwarded("GET http://App.example:8080/p/q?x=1 HTTP/1.1\r\nHost: app.example:8080\r\nAccept: */*\r\n\r\n") ==
+        "GET /p/q?x=1 HTTP/1.1\r\nHost: App.example:8080\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.1\r\n"
+        "X-Forwarded-Proto: http\r\nX-Forwarded-Host: App.example:8080\r\n\r\n");
+  CHECK(forwarded("GET http://a.example HTTP/1.0\r\n\r\n").starts_with("GET / HTTP/1.0\r\nHost: a.example\r\nX-Forwarded-For"));
+  CHECK(forwarded("GET https://a.example?x HTTP/1.1\r\nHost: a.example\r\n\r\n").starts_with("GET /?x HTTP/1.1\r\nHost: a.example\r\nX-"));
+  // The other forms go as they came.
+  CHECK(forwarded("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").starts_with("OPTIONS * HTTP/1.1\r\nHost: a\r\n"));
+  CHECK(forwarded("CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n").starts_with("CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n"));
 }
 
 TEST_CASE("reset() gives a parser that failed or stopped mid-message a new parser's state") {

@@ -113,7 +113,8 @@ class stream {
   lowest_layer_type& lowest_layer() { return *this; }
   bool is_open() const { return inner_.is_open(); }
   // The public client's address as the master saw it (from the PROXY v2 header); a default
-  // endpoint when the definition asked for no header or the master sent a LOCAL one.
+  // endpoint when no header was asked for (options::proxy_protocol false, the definition's
+  // proxy_protocol false) or the master sent a LOCAL one.
   asio::ip::tcp::endpoint remote_endpoint() const { return remote_; }
   // The public address the client connected to (same source).
   asio::ip::tcp::endpoint local_endpoint() const { return local_; }

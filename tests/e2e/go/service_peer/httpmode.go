@@ -86,6 +86,11 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.serveHeaders(w, r)
 	case strings.HasSuffix(p, "/then-close"):
 		a.serveThenClose(w, r)
+	case strings.HasSuffix(p, "/early-close"):
+		// Refuses the body unread, as a server does for an upload it will not take: 413 and
+		// Connection: close, while the client is still sending.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 	case strings.HasSuffix(p, "/echo-body"):
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -157,6 +162,7 @@ func (a *app) serveThenClose(w http.ResponseWriter, r *http.Request) {
 // net/http moves Host out of r.Header; it comes first.
 func (a *app) serveHeaders(w http.ResponseWriter, r *http.Request) {
 	var b strings.Builder
+	fmt.Fprintf(&b, "Request-URI: %s\n", r.RequestURI)
 	fmt.Fprintf(&b, "Host: %s\n", r.Host)
 	names := make([]string, 0, len(r.Header))
 	for name := range r.Header {
