@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "protocol/cli_checks.hpp"
+#include "protocol/drain_on_signals.hpp"
 #include "protocol/fresh_socket.hpp"
 #include "protocol/handshake.hpp"
 #include "protocol/proxy_header.hpp"
@@ -193,8 +194,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   asio::signal_set signals(io, SIGTERM, SIGINT);
-  signals.async_wait([&](std::error_code ec, int) {
-    if (ec) return;
+  drain_on_signals(signals, io, log, [&] {
     l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)), [&](std::error_code) {
       log.info("drained; exiting");
       io.stop();

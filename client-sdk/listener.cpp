@@ -259,11 +259,15 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
 asio::awaitable<void> supervise(std::shared_ptr<listener_state> st) {
   std::mt19937 rng(std::random_device{}());
   int attempt = 0;
+  // The backoff starts over only after a session that lasted: a master that takes the
+  // registration and drops the connection at once must not be redialled every 100 ms for ever.
+  auto session_began = std::chrono::steady_clock::now();
   for (;;) {
     if (auto s = st->session) {
       co_await s->async_wait_closed(use_tuple);
       if (st->session == s) st->session.reset();
       if (st->closed || st->draining) co_return;
+      if (std::chrono::steady_clock::now() - session_began >= st->opts.reconnect_max) attempt = 0;
       st->log().warn("registration ", st->registration_id, ": connection to the master lost (",
                      s->close_reason().message(), "); reconnecting");
       st->wake_accepters();  // accepters parked on the old session look again
@@ -279,7 +283,7 @@ asio::awaitable<void> supervise(std::shared_ptr<listener_state> st) {
     auto out = co_await connect_and_register(*st);
     if (st->closed || st->draining) co_return;  // out.session, if any, closes as it goes
     if (out.session) {
-      attempt = 0;
+      session_began = std::chrono::steady_clock::now();
       st->session = std::move(out.session);
       st->log().info("registration ", out.accepted.registration_id, ": registered again on ", out.accepted.bound_address);
       st->registered(out.accepted);

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "protocol/cli_checks.hpp"
+#include "protocol/drain_on_signals.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
 
@@ -373,8 +374,7 @@ int main(int argc, char** argv) {
         }
       },
       asio::detached);
-  signals.async_wait([&](std::error_code ec, int) {
-    if (ec) return;
+  drain_on_signals(signals, io, log, [&] {
     // GoAway first: it reaches the master before the FINs of the idle connections we close next.
     l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)),
                   [&](std::error_code) { io.stop(); });

@@ -17,6 +17,7 @@
 #include <iostream>
 
 #include "protocol/cli_checks.hpp"
+#include "protocol/drain_on_signals.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
 
@@ -79,8 +80,7 @@ int main(int argc, char** argv) {
       },
       asio::detached);
   asio::signal_set signals(io, SIGTERM, SIGINT);
-  signals.async_wait([&](std::error_code ec, int) {
-    if (ec) return;
+  drain_on_signals(signals, io, log, [&] {
     l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)),
                   [&](std::error_code) { io.stop(); });
   });

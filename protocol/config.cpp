@@ -11,7 +11,6 @@ std::error_code config::validate(const char** what) const {
     if (what) *what = field;
     return make_error_code(errc::invalid_config);
   };
-  if (accept_backlog == 0) return bad("accept_backlog must be positive");
   if (max_streams == 0) return bad("max_streams must be positive");
   if (max_unacknowledged_opens == 0) return bad("max_unacknowledged_opens must be positive");
   if (enable_keepalive && keepalive_interval.count() <= 0) return bad("keepalive_interval must be positive");

@@ -10,7 +10,9 @@
 namespace socketmaster::yamux {
 
 struct config {
-  // Streams the peer opened that wait for async_accept; one more is refused with RST.
+  // Streams the peer opened that wait for async_accept; one more is refused with RST. 0: a side
+  // that never accepts (the master) refuses every stream the peer opens, and holds none of the
+  // data that came with them (each could bring a whole window, 256 KiB).
   std::size_t accept_backlog = 256;
   // Streams we opened whose SYN the peer has not answered yet; further opens wait (their SYN and
   // data are held back) until an ACK or RST comes back. hashicorp/yamux uses its backlog, 256.

@@ -201,7 +201,11 @@ asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer)
   }
   st->log.info("registration ", id, " from ", peer, ": ", describe(request.socket), " on ", reg.bound_address);
   slot.release();
-  yamux::session session(std::move(sock), yamux::role::client, st->cfg.yamux);
+  // The master opens every stream and accepts none: a stream a service opens is refused at once,
+  // with its data, rather than waiting in a backlog nobody drains (256 of them × a 256 KiB window).
+  yamux::config session_cfg = st->cfg.yamux;
+  session_cfg.accept_backlog = 0;
+  yamux::session session(std::move(sock), yamux::role::client, session_cfg);
   st->reg.attach(id, session);
   auto [reason] = co_await session.async_wait_closed(use_tuple);
   st->reg.detach(id);

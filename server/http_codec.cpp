@@ -807,6 +807,9 @@ std::string serialize_forwarded_request_head(const request_head& head, std::stri
   for (const auto& h : head.headers) {
     if (iequals(h.name, xff) || iequals(h.name, "X-Forwarded-Proto") || iequals(h.name, "X-Forwarded-Host")) continue;
     if (absolute && iequals(h.name, "Host")) continue;
+    // RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request is to be ignored; passed
+    // on, it would draw a 100 Continue, which an HTTP/1.0 client must not get (15.2).
+    if (head.version_minor == 0 && iequals(h.name, "Expect")) continue;
     out.append(h.name).append(": ").append(h.value).append("\r\n");
   }
   out.append(xff).append(": ");

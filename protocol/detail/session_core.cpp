@@ -376,9 +376,13 @@ void session_core::reset(stream_state& s) {
   s.recv_buf.clear();
   fail_stream_ops(s, make_error_code(errc::stream_reset));
   if (closed_) return;
-  if (s.syn_deferred) {  // the peer never heard of it
+  if (s.syn_deferred || (s.pending_flags & flags::syn)) {
+    // The peer never heard of it (its SYN has not left): an RST alone would name an id the peer
+    // never saw, which fails the session at a strict peer (ours). Nothing goes out, and a slot
+    // among the unacknowledged opens it held goes to the next deferred open.
     s.pending_flags = 0;
     s.pending_delta = 0;
+    opened_stream_answered(s);
     return;
   }
   s.pending_flags = flags::rst;

@@ -87,6 +87,24 @@ TEST_CASE("the sidecar puts a plain HTTP server behind the master: requests reac
   CHECK(status->success());
 }
 
+TEST_CASE("a second SIGTERM during a drain stops the sidecar at once instead of after --drain-timeout") {
+  master_process master;
+  asio::io_context io;
+  asio::ip::tcp::acceptor backend(io, {asio::ip::make_address("127.0.0.1"), 0});
+  test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1", "--port",
+                               "0", "--backend", text_of(backend.local_endpoint()), "--drain-timeout", "60"});
+  const auto address = listening_address(sidecar);
+  asio::ip::tcp::socket client(io);
+  client.connect(endpoint_of(address));
+  auto held = backend.accept();  // the stream reached the backend: the drain has it to wait for
+  ::kill(sidecar.pid(), SIGTERM);
+  CHECK(sidecar.read_line(10s) == "draining");
+  const auto second = std::chrono::steady_clock::now();
+  ::kill(sidecar.pid(), SIGTERM);
+  REQUIRE(sidecar.wait(20s).has_value());  // it ignored the second signal and waited out the 60 s
+  CHECK(std::chrono::steady_clock::now() - second < 10s);
+}
+
 TEST_CASE("--proxy-protocol: a TCP backend learns each public client's address from a PROXY v2 header") {
   master_process master;
   run([&](asio::io_context& io) -> asio::awaitable<void> {

@@ -98,6 +98,18 @@ asio::awaitable<stream> accept_ok(session& server) {
   co_return std::move(s);
 }
 
+// Opens a stream on `opener`, writes "ok", and returns the stream `acceptor` accepted with it,
+// the two bytes checked: the session still carries new streams.
+asio::awaitable<stream> ok_through(session& opener, session& acceptor) {
+  auto c = opener.open();
+  co_await asio::async_write(c, asio::buffer("ok", 2), asio::use_awaitable);
+  auto s = co_await accept_ok(acceptor);
+  std::array<char, 2> two;
+  co_await asio::async_read(s, asio::buffer(two), asio::use_awaitable);
+  CHECK(std::string(two.data(), 2) == "ok");
+  co_return std::move(s);
+}
+
 asio::awaitable<frame_header> read_frame(socket_type& raw, std::vector<std::byte>* payload = nullptr) {
   header_bytes hb;
   co_await asio::async_read(raw, asio::buffer(hb), asio::use_awaitable);
@@ -213,6 +225,24 @@ TEST_CASE("reset: the peer's pending read fails with stream_reset, and new write
   });
 }
 
+TEST_CASE("a stream reset before its SYN left costs the peer nothing: no RST for an unknown id, and its open slot is freed") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    config one_open;
+    one_open.max_unacknowledged_opens = 1;  // the reset stream holds the only slot until it gives it back
+    auto [client, server] = make_sessions(io, one_open);
+    auto doomed = client.open();
+    doomed.reset();  // same turn: the writer has not run, the SYN is still queued
+    auto s = co_await ok_through(client, server);
+    CHECK(s.id() == 3);  // id 1 was never announced
+    // A round trip later both sessions are still up (an RST for id 1 made the server fail the
+    // session with a protocol error, and every stream of it with the session).
+    auto [pec, rtt] = co_await client.async_ping(use_tuple);
+    CHECK_FALSE(pec);
+    CHECK(client.is_open());
+    CHECK(server.is_open());
+  });
+}
+
 TEST_CASE("a pending read is cancelled by a timer race and by cancel()") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [client, server] = make_sessions(io);
@@ -248,6 +278,24 @@ TEST_CASE("an accept can be cancelled") {
     asio::steady_timer t(io, 10ms);
     auto result = co_await (server.async_accept(use_tuple) || t.async_wait(use_tuple));
     CHECK(result.index() == 1);
+  });
+}
+
+TEST_CASE("a side with no accept backlog (the master's) refuses every stream the peer opens, data and all") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    config never_accepts;
+    never_accepts.accept_backlog = 0;
+    auto [client, server] = make_sessions(io, never_accepts, {});
+    // The server side opens, as a service that opens streams towards the master would.
+    auto opened = server.open();
+    const std::string window(256 * 1024, 'w');
+    auto [wec, wn] = co_await asio::async_write(opened, asio::buffer(window), use_tuple);
+    std::array<char, 1> one;
+    auto [rec, rn] = co_await opened.async_read_some(asio::buffer(one), use_tuple);
+    CHECK(rec == errc::stream_reset);  // refused at once (the write may have gone before the RST came)
+    // The session goes on both ways: streams the client side opens still work.
+    co_await ok_through(client, server);
+    CHECK(client.is_open());
   });
 }
 
@@ -1597,10 +1645,10 @@ TEST_CASE("a write in flight when the peer's RST arrives fails with stream_reset
 TEST_CASE("config validation names the bad field") {
   config c;
   CHECK_FALSE(c.validate());
-  c.accept_backlog = 0;
+  c.max_streams = 0;
   const char* what = nullptr;
   CHECK(c.validate(&what) == errc::invalid_config);
-  CHECK(std::string(what).find("accept_backlog") != std::string::npos);
+  CHECK(std::string(what).find("max_streams") != std::string::npos);
   config w;
   w.initial_stream_window = 1000;
   CHECK(w.validate() == errc::invalid_config);

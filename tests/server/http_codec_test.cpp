@@ -619,7 +619,7 @@ TEST_CASE("serialize_forwarded_request_head appends to X-Forwarded-For and overr
         "X-Forwarded-Host: \r\n\r\n");
 }
 
-TEST_CASE("serialize_forwarded_request_head turns an absolute-form target into origin form with its authority as Host") {
+TEST_CASE("serialize_forwarded_request_head: absolute form becomes origin form with its authority as Host; HTTP/1.0 loses Expect") {
   const auto forwarded = [](std::string_view wire) {
     request_parser p;
     REQUIRE(p.feed(bytes(wire)).what == kind::head);
@@ -630,6 +630,12 @@ TEST_CASE("serialize_forwarded_request_head turns an absolute-form target into o
         "X-Forwarded-Proto: http\r\nX-Forwarded-Host: App.example:8080\r\n\r\n");
   CHECK(forwarded("GET http://a.example HTTP/1.0\r\n\r\n").starts_with("GET / HTTP/1.0\r\nHost: a.example\r\nX-Forwarded-For"));
   CHECK(forwarded("GET https://a.example?x HTTP/1.1\r\nHost: a.example\r\n\r\n").starts_with("GET /?x HTTP/1.1\r\nHost: a.example\r\nX-"));
+  // HTTP/1.0's Expect is dropped (it must be ignored, and its 100 Continue not sent to such a client).
+  CHECK(forwarded("POST /u HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n") ==
+        "POST /u HTTP/1.0\r\nContent-Length: 1\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\n"
+        "X-Forwarded-Host: \r\n\r\n");
+  CHECK(forwarded("POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+            .find("Expect: 100-continue\r\n") != std::string::npos);
   // The other forms go as they came.
   CHECK(forwarded("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").starts_with("OPTIONS * HTTP/1.1\r\nHost: a\r\n"));
   CHECK(forwarded("CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n").starts_with("CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n"));

@@ -70,7 +70,8 @@ struct options {
   std::string token;
   // Connecting to the master and its handshake answer, together, must take at most this.
   std::chrono::milliseconds connect_timeout{10'000};
-  // Reconnect backoff after the control connection drops: from min doubling to max, +-50% jitter.
+  // Reconnect backoff after the control connection drops: from min doubling to max, +-50% jitter;
+  // it starts over from min only after a session that lasted at least max.
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5'000};
   // Ask the master for a PROXY v2 header on every stream (stripped here; remote_endpoint() reports it).
