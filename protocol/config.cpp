@@ -16,6 +16,7 @@ std::error_code config::validate(const char** what) const {
   if (enable_keepalive && keepalive_interval.count() <= 0) return bad("keepalive_interval must be positive");
   if (write_timeout.count() <= 0) return bad("write_timeout must be positive");
   if (stream_open_timeout.count() < 0) return bad("stream_open_timeout must not be negative");
+  if (stream_close_timeout.count() < 0) return bad("stream_close_timeout must not be negative");
   if (initial_stream_window < yamux::initial_stream_window)
     return bad("initial_stream_window must be at least 256 KiB");
   if (max_stream_window < initial_stream_window) return bad("max_stream_window must be >= initial_stream_window");

@@ -29,6 +29,11 @@ struct config {
   // application accepts nothing would otherwise hold every opener, and everything queued behind the
   // max_unacknowledged_opens limit, forever. Zero disables the check.
   std::chrono::milliseconds stream_open_timeout{30'000};
+  // A stream the application let go of (closed, FIN sent) that the peer has not finished (FIN or
+  // RST) within this is reset, as newer hashicorp/yamux does with StreamCloseTimeout (5 min): a
+  // peer that never ends its side cannot keep streams in the table (up to max_streams) for ever.
+  // Zero disables it.
+  std::chrono::milliseconds stream_close_timeout{300'000};
   // An accepted stream's ACK waits for the stream's first frame, which then carries it: a service
   // that answers at once (a short HTTP exchange) sends one frame and one system call fewer per
   // stream. It goes out sooner when a batch is written anyway, when the application's read of the

@@ -468,7 +468,10 @@ void session_core::release(stream_state& s) {
     s.recv_buf.clear();
     if (unread) consumed(s, unread);
   }
+  const std::uint32_t id = s.id;
+  const bool peer_still_open = !s.remote_fin && !s.reset;
   finish_if_done(s);
+  if (peer_still_open && config_.stream_close_timeout.count() > 0) closing_streams_.push_back({id, clock::now()});
   if (fin_queued) send_now_or_wake();  // last: `s` may be gone after it
 }
 
@@ -1113,6 +1116,7 @@ asio::awaitable<void> session_core::housekeeping() {
   milliseconds tick = config_.write_timeout;
   if (config_.enable_keepalive) tick = std::min(tick, config_.keepalive_interval);
   if (config_.stream_open_timeout.count() > 0) tick = std::min(tick, config_.stream_open_timeout);
+  if (config_.stream_close_timeout.count() > 0) tick = std::min(tick, config_.stream_close_timeout);
   tick = std::max(milliseconds(1), tick / 4);
   auto next_ping = clock::now() + config_.keepalive_interval;
   clock::time_point keepalive_sent{};
@@ -1141,6 +1145,14 @@ asio::awaitable<void> session_core::housekeeping() {
           fail(make_error_code(errc::stream_open_timeout), go_away_code::normal);
           break;
         }
+      }
+    }
+    while (!closing_streams_.empty() && now - closing_streams_.front().released > config_.stream_close_timeout) {
+      stream_state* s = find(closing_streams_.front().id);
+      closing_streams_.pop_front();
+      if (s && s->released && !s->remote_fin && !s->reset) {
+        reset(*s);          // RST; the entry goes once it is out
+        finish_if_done(*s);  // or now, when there was nothing to send
       }
     }
     flush_deferred_acks();  // at the latest now (config::ack_with_first_frame)

@@ -289,12 +289,36 @@ TEST_CASE("a side with no accept backlog (the master's) refuses every stream the
     // The server side opens, as a service that opens streams towards the master would.
     auto opened = server.open();
     const std::string window(256 * 1024, 'w');
-    auto [wec, wn] = co_await asio::async_write(opened, asio::buffer(window), use_tuple);
+    co_await asio::async_write(opened, asio::buffer(window), use_tuple);
     std::array<char, 1> one;
     auto [rec, rn] = co_await opened.async_read_some(asio::buffer(one), use_tuple);
     CHECK(rec == errc::stream_reset);  // refused at once (the write may have gone before the RST came)
     // The session goes on both ways: streams the client side opens still work.
     co_await ok_through(client, server);
+    CHECK(client.is_open());
+  });
+}
+
+TEST_CASE("a stream we let go of that the peer never finishes is reset after stream_close_timeout") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    config quick_close;
+    quick_close.stream_close_timeout = 300ms;
+    auto [client, server] = make_sessions(io, quick_close);
+    // ok_through lets go of the client's end of each stream when it returns (FIN).
+    const auto released = std::chrono::steady_clock::now();
+    auto lingering = co_await ok_through(client, server);  // the server side never finishes this one
+    auto done = co_await ok_through(client, server);
+    done.shutdown_send();  // this one it does: the client's entry goes at once
+    auto [iec] = co_await client.async_wait_idle(use_tuple);
+    CHECK_FALSE(iec);
+    const auto took = std::chrono::steady_clock::now() - released;
+    CHECK(took >= 300ms);  // the lingering stream went by the timeout, not before
+    CHECK(took < 5s);
+    std::array<char, 4> b;
+    auto [eof, n] = co_await lingering.async_read_some(asio::buffer(b), use_tuple);
+    CHECK(eof == asio::error::eof);  // the FIN came first
+    auto [wec, wn] = co_await lingering.async_write_some(asio::buffer("late", 4), use_tuple);
+    CHECK(wec == errc::stream_reset);  // then the RST
     CHECK(client.is_open());
   });
 }
