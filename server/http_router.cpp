@@ -556,10 +556,16 @@ class http_connection : private yamux::payload_sink {
       co_return exchange_result::failed;
     }
     if (request_upgrade_ && response_upgrade_) co_return exchange_result::upgraded;
-    // The service answered an Upgrade (or CONNECT) without switching: HTTP/1.1 goes on, on this
-    // connection (RFC 9110 7.8), the bytes after the head being the next request.
+    // The service answered an Upgrade without switching: HTTP/1.1 goes on, on this connection
+    // (RFC 9110 7.8), the bytes after the request being the next one. Not after a CONNECT: a
+    // body it declared was never forwarded (whatever follows its head is the tunnel's), so the
+    // service and we could disagree on where the next request starts.
+    if (request_upgrade_ && method == "CONNECT") co_return exchange_result::close;
     if (request_upgrade_) requests_.resume_after_declined_upgrade();
     if (!response_keep_alive_) link_.drop();
+    // The service ends the connection where the client meant to go on: requests it may have
+    // pipelined are unread, so close in stages (linger_close).
+    if (client_keep_alive && !response_keep_alive_) linger_ = true;
     if (!client_keep_alive || !response_keep_alive_) co_return exchange_result::close;
     co_return exchange_result::keep_alive;
   }
@@ -585,12 +591,16 @@ class http_connection : private yamux::payload_sink {
   // Forwards the request body (verbatim) until the parser says the message ended.
   asio::awaitable<bool> send_body() {
     for (;;) {
+      // Told to stop while a stream write of ours was completing (the answer ended, or the service
+      // failed, and its cancel() found no read of ours to cancel): start no new read.
+      if (body_stopped_) co_return false;
       if (in_begin_ < in_end_) {
         auto r = requests_.feed({in_.get() + in_begin_, in_end_ - in_begin_});
         in_begin_ += r.consumed;
         if (r.what == parse_result::kind::body) {
           auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(r.body.data(), r.body.size()), use_tuple);
           reg_.stats().bytes_up += n;
+          if (body_stopped_) co_return false;
           if (ec) co_return backend_failed();
           continue;
         }
@@ -781,7 +791,8 @@ class http_connection : private yamux::payload_sink {
         // The bulk buffer only lives while a body flows.
         if (out_capacity_ > backend_buffer_size && out_begin_ == out_end_) give_back_out_buffer();
         out_filled_ = false;
-        if (!response_keep_alive_ && body_unfinished_) stop_body();
+        // (Not a 101: after it the rest of the body is the tunnel's first bytes.)
+        if (!response_keep_alive_ && !response_upgrade_ && body_unfinished_) stop_body();
         co_return true;
       }
       if (out_begin_ == out_end_) {
@@ -855,7 +866,9 @@ class http_connection : private yamux::payload_sink {
       if (ec) co_return;
     }
     in_.reset();
+    in_begin_ = in_end_ = 0;
     out_.reset();
+    out_begin_ = out_end_ = 0;
     out_capacity_ = 0;
     // Counted when the tunnel ends (tunnel() is shared with the SDK and counts for itself).
     const auto moved = co_await tunnel(client_, link_.stream);

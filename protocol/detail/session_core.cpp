@@ -468,10 +468,8 @@ void session_core::release(stream_state& s) {
     s.recv_buf.clear();
     if (unread) consumed(s, unread);
   }
-  const std::uint32_t id = s.id;
-  const bool peer_still_open = !s.remote_fin && !s.reset;
+  s.released_at = clock::now();  // see config::stream_close_timeout (housekeeping)
   finish_if_done(s);
-  if (peer_still_open && config_.stream_close_timeout.count() > 0) closing_streams_.push_back({id, clock::now()});
   if (fin_queued) send_now_or_wake();  // last: `s` may be gone after it
 }
 
@@ -1147,12 +1145,19 @@ asio::awaitable<void> session_core::housekeeping() {
         }
       }
     }
-    while (!closing_streams_.empty() && now - closing_streams_.front().released > config_.stream_close_timeout) {
-      stream_state* s = find(closing_streams_.front().id);
-      closing_streams_.pop_front();
-      if (s && s->released && !s->remote_fin && !s->reset) {
-        reset(*s);          // RST; the entry goes once it is out
-        finish_if_done(*s);  // or now, when there was nothing to send
+    // Released streams the peer has not finished in time are reset. A scan of the table, bounded
+    // by max_streams, rather than a list of its own that every released stream would join.
+    if (config_.stream_close_timeout.count() > 0) {
+      std::vector<std::uint32_t> overdue;
+      for (const auto& [id, s] : streams_) {
+        if (s->released && !s->remote_fin && !s->reset && now - s->released_at > config_.stream_close_timeout)
+          overdue.push_back(id);
+      }
+      for (const std::uint32_t id : overdue) {
+        if (stream_state* s = find(id)) {
+          reset(*s);           // RST; the entry goes once it is out
+          finish_if_done(*s);  // or now, when there was nothing to send
+        }
       }
     }
     flush_deferred_acks();  // at the latest now (config::ack_with_first_frame)

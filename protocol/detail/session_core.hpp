@@ -75,8 +75,10 @@ struct stream_state {
   bool in_control_queue = false;
   bool in_data_queue = false;
 
-  // The handle let go of this stream; it lingers only until the peer finishes or resets it.
+  // The handle let go of this stream; it lingers only until the peer finishes or resets it, or
+  // config::stream_close_timeout after released_at.
   bool released = false;
+  clock::time_point released_at{};
 
   // One pending read and one pending write, as on a socket.
   io_op* read_op = nullptr;
@@ -258,14 +260,7 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   // Accepted streams whose ACK waits to ride on their first frame (config::ack_with_first_frame).
   std::vector<std::uint32_t> deferred_acks_;
   std::vector<io_op*> orphan_writes_;  // writes of released/reset streams whose bytes were in flight
-  // Streams released while the peer's side was still open, oldest first, for
-  // config::stream_close_timeout (ids are never reused within a session, so a stale entry finds
-  // nothing or a stream that is done).
-  struct closing_stream {
-    std::uint32_t id;
-    std::chrono::steady_clock::time_point released;
-  };
-  std::deque<closing_stream> closing_streams_;
+
   bool writing_ = false;
   bool writer_waiting_ = false;
   bool writer_parked_ = false;  // in wait_for_work(), woken or not
