@@ -305,6 +305,18 @@ TEST_CASE("an Upgrade the service declines leaves the connection speaking HTTP: 
   CHECK(c.read_response().find("From A\npath: /a/third\n") != std::string::npos);
 }
 
+TEST_CASE("a declined CONNECT ends the connection: bytes after its head are never read as the next request") {
+  master_process m;
+  go_service any(m, {"-port", "0", "-text", "any"});  // every host and path; CONNECT gets 405
+  tcp_client c(any.accepted().port);
+  // Whatever follows a CONNECT head is the tunnel's (a body it declares is never forwarded), so
+  // the bytes after it cannot be taken for a request once the service has said no.
+  c.send("CONNECT db.test:5432 HTTP/1.1\r\nHost: db.test:5432\r\n\r\n" + get("/after"));
+  const auto answer = c.read_to_eof();
+  CHECK(answer.starts_with("HTTP/1.1 405 "));
+  CHECK(count(answer, "HTTP/1.1") == 1);  // /after was not served
+}
+
 TEST_CASE("an absolute-form request reaches the service in origin form, Host set from the target") {
   two_services s;
   tcp_client c(s.port());

@@ -63,6 +63,10 @@ type app struct {
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	if r.Method == http.MethodConnect {
+		http.Error(w, "no tunnels here", http.StatusMethodNotAllowed)
+		return
+	}
 	switch {
 	case strings.HasSuffix(p, "/ws"):
 		a.serveWebSocket(w, r)
