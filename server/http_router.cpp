@@ -301,8 +301,9 @@ class http_connection : private yamux::payload_sink {
       std::error_code ec;
       client_.lowest_layer().cancel(ec);
     }
-    // With no head read under way, look again one timeout from now, which is no later than any
-    // deadline read_head() can set meanwhile; write_client() re-arms earlier when it must.
+    // With no timed read under way, look again one header timeout from now; a read that sets an
+    // earlier deadline meanwhile (a head's, a lingering close's) re-arms sooner through
+    // expect_by(), and so does write_client().
     const auto read_check = read_deadline_ == clock::time_point::max() ? now + reg_.config().header_timeout : read_deadline_;
     arm_watchdog(watch, std::min(read_check, write_deadline_));
   }
