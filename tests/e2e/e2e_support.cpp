@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -419,6 +420,20 @@ std::string tcp_client::read_response(duration timeout) {
   const auto deadline = clock::now() + timeout;
   const auto head = read_head(timeout);
   return head + read_exact(content_length(head), std::max<duration>(deadline - clock::now(), 0s));
+}
+
+tcp_client::segment_counts tcp_client::segments_received() const {
+  // glibc's struct tcp_info stops before the counters (Linux 4.6+), which follow it in this order.
+  struct tcp_info_counters {
+    tcp_info base;
+    std::uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+    std::uint32_t segs_out, segs_in, notsent_bytes, min_rtt, data_segs_in;
+  } info{};
+  static_assert(offsetof(tcp_info_counters, segs_in) == 140 && offsetof(tcp_info_counters, data_segs_in) == 152);
+  socklen_t len = sizeof info;
+  if (::getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) throw std::system_error(errno, std::system_category(), "TCP_INFO");
+  if (len < offsetof(tcp_info_counters, data_segs_in) + sizeof info.data_segs_in) throw std::runtime_error("TCP_INFO without segment counts");
+  return {info.segs_in, info.data_segs_in};
 }
 
 std::string tcp_client::exchange_then_half_close(std::string_view bytes, duration timeout) {

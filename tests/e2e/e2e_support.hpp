@@ -199,6 +199,12 @@ class tcp_client {
   // Sends all of `bytes` while reading what comes back, then shuts the write side and reads to EOF:
   // what an echo service returns, without either side's buffers filling up.
   std::string exchange_then_half_close(std::string_view bytes, duration timeout = default_wait);
+  // The kernel's count of the segments this connection received: all, and those with data.
+  struct segment_counts {
+    std::uint32_t all;
+    std::uint32_t with_data;
+  };
+  segment_counts segments_received() const;
 
  private:
   bool fill(std::chrono::steady_clock::time_point deadline);  // false at EOF

@@ -295,6 +295,22 @@ TEST_CASE("an answer with Connection: close before the request body ended ends t
   CHECK_NOTHROW(c.send(std::string(64 * 1024, 'u')));
 }
 
+TEST_CASE("a Connection: close answer and the master's FIN reach the client in one segment") {
+  two_services s;
+  tcp_client c(s.port());
+  c.send("GET /a/one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  const auto answer = c.read_to_eof();
+  CHECK(answer.starts_with("HTTP/1.1 200 "));
+  CHECK(answer.find("\r\n\r\nFrom A\npath: /a/one\n") != std::string::npos);
+  // The SYN-ACK, the ACK of the request, and the answer with the FIN; a FIN of its own after the
+  // answer would be one more (the master used to send two segments; nginx does).
+  const auto segments = c.segments_received();
+  CAPTURE(segments.all);
+  CAPTURE(segments.with_data);
+  CHECK(segments.with_data == 1);
+  CHECK(segments.all - segments.with_data <= 2);
+}
+
 TEST_CASE("an Upgrade the service declines leaves the connection speaking HTTP: the pipelined request is answered") {
   two_services s;
   tcp_client c(s.port());
