@@ -118,7 +118,7 @@ registry::registration_result registry::register_service(const socket_definition
     }
   } else {
     std::error_code ec;
-    auto acceptor = upstream_listener::bind(executor_, address, def.port, log_, ec);
+    auto acceptor = upstream_listener::bind(executor_, address, def.port, want_http || want_tls, log_, ec);
     if (!acceptor) {
       result.rejected = reject(rejection_code::bind_failed, "could not listen on " + (address.empty() ? std::string("*") : address) +
                                                                 ":" + std::to_string(def.port) + ": " + ec.message());

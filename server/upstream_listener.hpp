@@ -23,9 +23,11 @@ class upstream_listener {
   using accept_handler = std::function<void(asio::ip::tcp::socket, const asio::ip::tcp::endpoint& peer)>;
 
   // Binds `address:port`. An empty address means every interface: IPv6 dual-stack when the host
-  // has IPv6, else IPv4. Port 0 picks a free port (see local_endpoint()).
+  // has IPv6, else IPv4. Port 0 picks a free port (see local_endpoint()). `client_speaks_first`
+  // (HTTP, TLS) defers each accept until the client's first bytes have come (TCP_DEFER_ACCEPT).
   static std::unique_ptr<upstream_listener> bind(const asio::any_io_executor& ex, std::string_view address,
-                                                 std::uint16_t port, logger& log, std::error_code& ec);
+                                                 std::uint16_t port, bool client_speaks_first, logger& log,
+                                                 std::error_code& ec);
   ~upstream_listener();
   upstream_listener(const upstream_listener&) = delete;
   upstream_listener& operator=(const upstream_listener&) = delete;

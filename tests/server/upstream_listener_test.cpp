@@ -19,7 +19,7 @@ using asio::ip::tcp;
 TEST_CASE("accepted connections come with TCP_NODELAY and the peer's address") {
   asio::io_context io;
   std::error_code ec;
-  auto listener = server::upstream_listener::bind(io.get_executor(), "127.0.0.1", 0, logger::null(), ec);
+  auto listener = server::upstream_listener::bind(io.get_executor(), "127.0.0.1", 0, false, logger::null(), ec);
   REQUIRE_MESSAGE(listener, ec.message());
   const auto port = listener->local_endpoint().port();
   REQUIRE(port != 0);
@@ -47,7 +47,7 @@ TEST_CASE("a burst beyond one turn's accepts is taken in full; sockets are non-b
           "and a descriptor number reused after a close serves asynchronous reads") {
   asio::io_context io;
   std::error_code ec;
-  auto listener = server::upstream_listener::bind(io.get_executor(), "127.0.0.1", 0, logger::null(), ec);
+  auto listener = server::upstream_listener::bind(io.get_executor(), "127.0.0.1", 0, false, logger::null(), ec);
   REQUIRE_MESSAGE(listener, ec.message());
   const tcp::endpoint target{asio::ip::make_address("127.0.0.1"), listener->local_endpoint().port()};
 
@@ -92,4 +92,50 @@ TEST_CASE("a burst beyond one turn's accepts is taken in full; sockets are non-b
   io.run_for(std::chrono::seconds(10));
   CHECK_MESSAGE(!ec, ec.message());
   CHECK(std::string(got, n) == "ping");
+}
+
+TEST_CASE("where the client speaks first, a connection is handed over with its first bytes; a silent one after "
+          "about a second, not never") {
+  asio::io_context io;
+  std::error_code ec;
+  auto listener = server::upstream_listener::bind(io.get_executor(), "127.0.0.1", 0, true, logger::null(), ec);
+  REQUIRE_MESSAGE(listener, ec.message());
+  const tcp::endpoint target{asio::ip::make_address("127.0.0.1"), listener->local_endpoint().port()};
+
+  struct handed_over {
+    tcp::endpoint peer;
+    std::size_t readable;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::vector<handed_over> accepted;
+  std::vector<tcp::socket> keep;
+  listener->start([&](tcp::socket sock, const tcp::endpoint& peer) {
+    accepted.push_back({peer, sock.available(), std::chrono::steady_clock::now()});
+    keep.push_back(std::move(sock));
+    io.stop();
+  });
+
+  const auto start = std::chrono::steady_clock::now();
+  tcp::socket silent(io), speaking(io);
+  silent.connect(target);
+  speaking.connect(target);
+  // Both handshakes are complete on the client's side; the listener must not have either yet.
+  io.run_for(std::chrono::milliseconds(300));
+  CHECK(accepted.empty());
+
+  asio::write(speaking, asio::buffer(std::string("GET")));
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(accepted.size() == 1);
+  CHECK(accepted[0].peer == speaking.local_endpoint());
+  CHECK(accepted[0].readable == 3);  // the bytes came with it
+
+  // The silent client is not held for ever: the kernel hands it over once its SYN-ACK was sent
+  // again (1 s), and the header timeout takes it from there.
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(accepted.size() == 2);
+  CHECK(accepted[1].peer == silent.local_endpoint());
+  CHECK(accepted[1].readable == 0);
+  CHECK(accepted[1].at - start >= std::chrono::milliseconds(500));
 }
