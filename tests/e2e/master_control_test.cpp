@@ -166,6 +166,24 @@ TEST_CASE("an address flag that is not host:port stops the master with a message
   }
 }
 
+TEST_CASE("without a token the master refuses a control address that is not loopback; $SOCKETMASTER_TOKEN is a token") {
+  // 192.0.2.1 (TEST-NET-1) is on no interface here: with a token the master gets as far as bind()
+  // and fails there, so no test binds or reaches anything beyond loopback.
+  const std::string master = master_binary();
+  const auto refused = run({"/bin/sh", "-c", "exec \"$0\" --control 192.0.2.1:0 2>&1", master});
+  CHECK(refused.status.code == 1);
+  CHECK(refused.out.find("the control address 192.0.2.1:0 is not loopback and no token is set; set a token or pass "
+                         "--allow-insecure-control") != std::string::npos);
+  const auto with_token =
+      run({"/bin/sh", "-c", "SOCKETMASTER_TOKEN=from-the-environment exec \"$0\" --control 192.0.2.1:0 2>&1", master});
+  CHECK(with_token.status.code == 1);
+  CHECK(with_token.out.find("not loopback") == std::string::npos);
+  CHECK(with_token.out.find("cannot listen on the control address 192.0.2.1:0") != std::string::npos);
+  CHECK(with_token.out.find("from-the-environment") == std::string::npos);  // never a secret in the log
+  const auto insecure = run({"/bin/sh", "-c", "exec \"$0\" --control 192.0.2.1:0 --allow-insecure-control 2>&1", master});
+  CHECK(insecure.out.find("cannot listen on the control address 192.0.2.1:0") != std::string::npos);
+}
+
 TEST_CASE("the control port can be a Unix socket: our SDK's hello registers through it") {
   temp_dir dir;
   const auto path = dir.file("control.sock");
