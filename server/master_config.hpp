@@ -59,8 +59,14 @@ struct master_config {
   std::chrono::milliseconds drain_timeout{30'000};
   // Admin server (Prometheus /metrics, /routes); empty = off.
   std::string admin_address;
-  // The yamux sessions with services.
-  yamux::config yamux{};
+  // The yamux sessions with services. Reads of 1 MiB: an answer's body goes from the read buffer
+  // straight to the client's socket (payload_sink.hpp), one system call in and one out per MiB
+  // (1 GiB through the master, alternating: 4.1-6.0 GB/s against 3.2-3.3 with yamux's 128 KiB).
+  yamux::config yamux = [] {
+    yamux::config c;
+    c.read_buffer_size = 1024 * 1024;
+    return c;
+  }();
 
   // Returns an empty string when valid, else a sentence naming the bad setting.
   std::string validate() const;
