@@ -14,6 +14,10 @@
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/detached.hpp>
+#include <asio/ssl.hpp>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <unistd.h>
 
 #include "protocol/errors.hpp"
@@ -138,6 +142,84 @@ TEST_CASE("listen, accept and echo through the real master; remote_endpoint() is
     co_await join(done, 1 + 2 * clients);
     CHECK(remote_endpoints == client_addresses);
     CHECK(remote_endpoints.size() == clients);
+  });
+}
+
+namespace {
+// A self-signed certificate for CN=localhost and its key (PEM), made in memory for one test.
+std::pair<std::string, std::string> self_signed_localhost() {
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
+  std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
+  REQUIRE(key);
+  REQUIRE(cert);
+  X509_set_version(cert.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
+  X509_set_pubkey(cert.get(), key.get());
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
+  X509_set_issuer_name(cert.get(), name);
+  REQUIRE(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0);
+  auto pem = [](auto write) {
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+    REQUIRE(write(bio.get()) == 1);
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(bio.get(), &data);
+    return std::string(data, static_cast<std::size_t>(n));
+  };
+  return {pem([&](BIO* b) { return PEM_write_bio_X509(b, cert.get()); }),
+          pem([&](BIO* b) { return PEM_write_bio_PrivateKey(b, key.get(), nullptr, nullptr, 0, nullptr, nullptr); })};
+}
+}  // namespace
+
+TEST_CASE("a service can terminate TLS itself: asio::ssl::stream over an accepted stream, a verifying client "
+          "through a raw TCP route") {
+  master_process master;
+  const auto pem = self_signed_localhost();  // not a structured binding: clang 14 cannot capture one
+  const std::string& cert = pem.first;
+  const std::string& key = pem.second;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto l = co_await listen_ok(raw_tcp(), test_options(master.control_address()));
+    asio::ssl::context server_ctx(asio::ssl::context::tls_server);
+    server_ctx.use_certificate_chain(asio::buffer(cert));
+    server_ctx.use_private_key(asio::buffer(key), asio::ssl::context::pem);
+    asio::ssl::context client_ctx(asio::ssl::context::tls_client);
+    client_ctx.add_certificate_authority(asio::buffer(cert));
+    client_ctx.set_verify_mode(asio::ssl::verify_peer);
+
+    ends done(ex);
+    std::string served;
+    auto service = [&]() -> asio::awaitable<void> {
+      auto [ec, s] = co_await l.async_accept(use_tuple);
+      REQUIRE_FALSE(ec);
+      asio::ssl::stream<client::stream> tls(std::move(s), server_ctx);
+      const std::error_code hec = std::get<0>(co_await tls.async_handshake(asio::ssl::stream_base::server, use_tuple));
+      REQUIRE_MESSAGE(!hec, hec.message());
+      std::string buffer;
+      served = co_await read_line(tls, buffer);
+      // Bigger than a TLS record and a yamux window: many records, window updates under TLS.
+      const std::string reply = "over TLS: " + served.substr(0, served.find('\n')) + " " + std::string(512 * 1024, 'r') + "\n";
+      co_await asio::async_write(tls, asio::buffer(reply), asio::use_awaitable);
+      co_await tls.async_shutdown(use_tuple);
+    };
+    std::string answer;
+    auto one_client = [&]() -> asio::awaitable<void> {
+      asio::ssl::stream<asio::ip::tcp::socket> tls(co_await connect_to(l.bound_address()), client_ctx);
+      SSL_set_tlsext_host_name(tls.native_handle(), "localhost");
+      tls.set_verify_callback(asio::ssl::host_name_verification("localhost"));
+      const std::error_code hec = std::get<0>(co_await tls.async_handshake(asio::ssl::stream_base::client, use_tuple));
+      REQUIRE_MESSAGE(!hec, hec.message());
+      co_await asio::async_write(tls, asio::buffer(std::string("hello\n")), asio::use_awaitable);
+      std::string buffer;
+      answer = co_await read_line(tls, buffer);
+    };
+    spawn(ex, service(), done);
+    spawn(ex, one_client(), done);
+    co_await join(done, 2);
+    CHECK(served == "hello\n");
+    CHECK(answer == "over TLS: hello " + std::string(512 * 1024, 'r') + "\n");
   });
 }
 
