@@ -386,6 +386,32 @@ TEST_CASE("drain: the request in flight finishes on the draining listener while 
   });
 }
 
+TEST_CASE("drain: a stream still open at the deadline is cut and the drain completes with timed_out") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto l = co_await listen_ok(raw_tcp(), test_options(master.control_address()));
+    auto c = co_await connect_to(l.bound_address());
+    co_await asio::async_write(c, asio::buffer(std::string("never answered\n")), asio::use_awaitable);
+    auto [aec, s] = co_await l.async_accept(use_tuple);
+    REQUIRE_FALSE(aec);
+    std::string buffer;
+    CHECK(co_await read_line(s, buffer) == "never answered\n");
+
+    event_queue<std::error_code> drained(ex);
+    const auto started = std::chrono::steady_clock::now();
+    l.async_drain(300ms, [&](std::error_code ec) { drained.push(ec); });
+    CHECK(co_await drained.next() == std::errc::timed_out);
+    CHECK(std::chrono::steady_clock::now() - started >= 300ms);
+    CHECK_FALSE(l.connected());
+    // The service's stream is cut, and so is the client's connection: its read ends.
+    char one = 0;
+    const std::error_code sec = std::get<0>(co_await s.async_read_some(asio::buffer(&one, 1), use_tuple));
+    CHECK(sec);
+    CHECK(co_await read_to_eof(c) == "");
+  });
+}
+
 TEST_CASE("drain under load: a new instance takes over and no request fails") {
   master_process master;
   run([&](asio::io_context& io) -> asio::awaitable<void> {
@@ -590,6 +616,20 @@ TEST_CASE("unauthorized: a master with --token-file refuses a missing or wrong t
     CHECK_FALSE(e.code);
     CHECK(l.connected());
   }
+}
+
+TEST_CASE("with no master address in the options, SOCKETMASTER_ADDR names the master") {
+  master_process master;
+  asio::io_context io(1);
+  auto opts = test_options(master.control_address());
+  opts.master_address.clear();
+  client::listen_error e;
+  ::setenv("SOCKETMASTER_ADDR", master.control_address().c_str(), 1);
+  auto l = client::listen(io, raw_tcp(), opts, e);
+  ::unsetenv("SOCKETMASTER_ADDR");
+  CHECK_MESSAGE(!e.code, e.message);
+  CHECK(l.connected());
+  CHECK(l.registration_id() > 0);
 }
 
 TEST_CASE("a permanent rejection during a reconnect ends the listener with that error instead of retrying") {

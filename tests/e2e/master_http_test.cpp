@@ -107,6 +107,23 @@ TEST_CASE("routing: longest domain suffix at a label boundary wins, then longest
   }
 }
 
+TEST_CASE("a pool: two equally specific registrations take new connections in turn") {
+  master_process m;
+  go_service one(m, {"-port", "0", "-path", "/p", "-text", "ONE"});
+  const auto port = one.accepted().port;
+  go_service two(m, {"-port", std::to_string(port), "-path", "/p", "-text", "TWO"});
+  two.accepted();
+  // Each curl is a new connection. Whether or not the previous one's stream is gone yet, the
+  // member with the fewest open streams, ties in turn, is the other one each time.
+  std::string order;
+  for (int i = 0; i < 6; ++i) {
+    const auto r = curl({url(port, "/p")});
+    REQUIRE(r.status == 200);
+    order += r.body.starts_with("ONE") ? '1' : r.body.starts_with("TWO") ? '2' : '?';
+  }
+  CHECK((order == "121212" || order == "212121"));
+}
+
 TEST_CASE("keep-alive: one client connection alternating /a and /b has each request routed on its own") {
   two_services s;
   const auto out = run(curl_argv({url(s.port(), "/a/1"), url(s.port(), "/b/2"), url(s.port(), "/a/3"), url(s.port(), "/b/4")}));

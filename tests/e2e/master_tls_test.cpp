@@ -56,6 +56,9 @@ TEST_CASE("TLS: two domains share one port, each served with its own certificate
   CHECK(s_client(port, {"-servername", "api.a.test"}).find("subject=CN = a.test") != std::string::npos);  // suffix rule
   // Without SNI the default is deterministic: the oldest registration's certificate.
   CHECK(s_client(port, {"-noservername"}).find("subject=CN = a.test") != std::string::npos);
+  // TLS 1.2 and 1.3 (the master's minimum is 1.2).
+  CHECK(s_client(port, {"-servername", "a.test", "-tls1_2"}).find("New, TLSv1.2,") != std::string::npos);
+  CHECK(s_client(port, {"-servername", "a.test", "-tls1_3"}).find("New, TLSv1.3,") != std::string::npos);
   // ALPN: http/1.1 is chosen even when h2 is offered first.
   CHECK(s_client(port, {"-servername", "a.test", "-alpn", "h2,http/1.1"}).find("ALPN protocol: http/1.1") !=
         std::string::npos);
