@@ -108,7 +108,7 @@ std::unique_ptr<upstream_listener> upstream_listener::bind(const asio::any_io_ex
   if (!ec) acc.bind(ep, ec);
   // Where the client speaks first (HTTP, TLS), the kernel hands a connection over with its first
   // bytes: the first read finds them instead of waiting a turn of the loop, and the handshake's
-  // last ACK wakes nobody. Per Connection: close request a third of the master's CPU (issue 6). A
+  // last ACK wakes nobody. Per Connection: close request a quarter of the master's CPU (issue 6). A
   // client that stays silent is handed over after one SYN-ACK retransmission (about 1 s), then
   // the header timeout runs as before.
   if (!ec && client_speaks_first) {
