@@ -188,12 +188,14 @@ int main(int argc, char** argv) {
   // Single-threaded, as everything here: Asio can skip its locks.
   asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE);
   client::listen_error error;
+  // Before the registration: a SIGTERM right after the "listening" line (a redeploy script's, a
+  // test's) is then held for the drain below instead of killing the process with its streams.
+  asio::signal_set signals(io, SIGTERM, SIGINT);
   auto l = client::listen(io, def, opts, error);
   if (error.code) {
     log.error("registration failed: ", error.message);
     return 1;
   }
-  asio::signal_set signals(io, SIGTERM, SIGINT);
   drain_on_signals(signals, io, log, [&] {
     l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)), [&](std::error_code) {
       log.info("drained; exiting");

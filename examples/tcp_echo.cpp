@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
   opts.on_registered = [](std::uint64_t, const std::string& bound) { std::cout << "listening " << bound << std::endl; };
   asio::io_context io(1);
   client::listen_error error;
+  // Before the registration: a SIGTERM right after the "listening" line (a redeploy script's, a
+  // test's) is then held for the drain below instead of killing the process with its streams.
+  asio::signal_set signals(io, SIGTERM, SIGINT);
   auto l = client::listen(io, def, opts, error);
   if (error.code) {
     std::cerr << "tcp_echo: registration failed: " << error.message << "\n";
@@ -79,7 +82,6 @@ int main(int argc, char** argv) {
         }
       },
       asio::detached);
-  asio::signal_set signals(io, SIGTERM, SIGINT);
   drain_on_signals(signals, io, log, [&] {
     l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)),
                   [&](std::error_code) { io.stop(); });
