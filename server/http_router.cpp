@@ -299,6 +299,15 @@ class http_connection : private yamux::payload_sink {
       std::error_code ec;
       client_.lowest_layer().cancel(ec);  // the write fails; client_failed() resets the stream
     }
+    if (service_write_deadline_ <= now) {
+      service_write_deadline_ = clock::time_point::max();
+      const auto ms = reg_.config().service_write_timeout.count();
+      reg_.log().info("conn ", info_.id, " from ", info_.client, ": the service took no bytes of the request body for ",
+                      ms, " ms; its stream is reset");
+      // The body's write fails, and so does the answer's read: exchange() answers 504 if no answer
+      // has started, else the connection ends.
+      request_failed(504, "the service took no bytes of the request body for " + std::to_string(ms) + " ms");
+    }
     if (read_deadline_ <= now) {
       read_timed_out_ = true;
       read_deadline_ = clock::time_point::max();
@@ -309,7 +318,7 @@ class http_connection : private yamux::payload_sink {
     // earlier deadline meanwhile (a head's, a lingering close's) re-arms sooner through
     // expect_by(), and so does write_client().
     const auto read_check = read_deadline_ == clock::time_point::max() ? now + reg_.config().header_timeout : read_deadline_;
-    arm_watchdog(watch, std::min(read_check, write_deadline_));
+    arm_watchdog(watch, std::min({read_check, write_deadline_, service_write_deadline_}));
   }
 
   // Writes all of `buffers` to the client under the client write timeout (on_watchdog).
@@ -533,6 +542,7 @@ class http_connection : private yamux::payload_sink {
     response_keep_alive_ = true;
     body_stopped_ = false;
     request_error_ = {};
+    service_write_deadline_ = clock::time_point::max();
     bool request_ok = true, response_ok = false;
     if (body_sent_) {  // sent again (a retry): there is no body, and the parser has finished with it
       response_ok = co_await relay_response();
@@ -603,7 +613,11 @@ class http_connection : private yamux::payload_sink {
         auto r = requests_.feed({in_.get() + in_begin_, in_end_ - in_begin_});
         in_begin_ += r.consumed;
         if (r.what == parse_result::kind::body) {
+          // Within service_write_timeout, or on_watchdog resets the stream (request_failed: 504).
+          service_write_deadline_ = clock::now() + reg_.config().service_write_timeout;
+          expect_by(service_write_deadline_);
           auto [ec, n] = co_await asio::async_write(link_.stream, asio::buffer(r.body.data(), r.body.size()), use_tuple);
+          service_write_deadline_ = clock::time_point::max();
           reg_.stats().bytes_up += n;
           if (body_stopped_) co_return false;
           if (ec) co_return backend_failed();
@@ -927,6 +941,7 @@ class http_connection : private yamux::payload_sink {
   std::shared_ptr<watch_state> watch_;
   clock::time_point read_deadline_ = clock::time_point::max();  // max: no timed read under way
   clock::time_point write_deadline_ = clock::time_point::max();  // max: no client write under way
+  clock::time_point service_write_deadline_ = clock::time_point::max();  // max: no body write to the service
   bool read_timed_out_ = false;
 };
 

@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   std::int64_t header_ms = cfg.header_timeout.count();
   std::int64_t client_write_ms = cfg.client_write_timeout.count();
   std::int64_t body_ms = cfg.body_timeout.count();
+  std::int64_t service_write_ms = cfg.service_write_timeout.count();
   std::int64_t linger_ms = cfg.linger_timeout.count();
   std::string token_file;
   std::string level = "info";
@@ -98,6 +99,11 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--body-timeout-ms", body_ms,
                  "A request body that stops arriving for this long gets 408 (or, once answered, a close)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--service-write-timeout-ms", service_write_ms,
+                 "A write of a request body to a service that stops reading, not done within this, gets 504 (or, "
+                 "once answered, a close)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--linger-ms", linger_ms,
@@ -147,6 +153,7 @@ int main(int argc, char** argv) {
   cfg.header_timeout = std::chrono::milliseconds(header_ms);
   cfg.client_write_timeout = std::chrono::milliseconds(client_write_ms);
   cfg.body_timeout = std::chrono::milliseconds(body_ms);
+  cfg.service_write_timeout = std::chrono::milliseconds(service_write_ms);
   cfg.linger_timeout = std::chrono::milliseconds(linger_ms);
 
   logger log(std::cerr, level == "debug" ? logger::level::debug

@@ -15,6 +15,7 @@ std::string master_config::validate() const {
   if (header_timeout.count() <= 0) return "the header timeout must be positive";
   if (client_write_timeout.count() <= 0) return "the client write timeout must be positive";
   if (body_timeout.count() <= 0) return "the body timeout must be positive";
+  if (service_write_timeout.count() <= 0) return "the service write timeout must be positive";
   if (linger_timeout.count() < 0) return "the linger timeout must not be negative";
   if (max_header_bytes < 1024) return "the header size limit must be at least 1024 bytes";
   if (max_headers == 0) return "the header count limit must be positive";

@@ -47,6 +47,12 @@ struct master_config {
   // while no answer has started, and ends the connection: a client cannot hold a connection and a
   // stream to a service by sending a head and then nothing (nginx's client_body_timeout).
   std::chrono::milliseconds body_timeout{60'000};
+  // A write of request body bytes to a service (a piece of at most 16 KiB) that does not finish
+  // within this, because the service stopped reading, resets the stream: 504 if no answer has
+  // started, else the connection ends. A service that takes nothing cannot hold a client's
+  // connection and upload for ever (nginx's proxy_send_timeout); one that reads slowly is not
+  // cut, as each piece has its own deadline.
+  std::chrono::milliseconds service_write_timeout{60'000};
   // After an answer that ends a connection before its client finished sending (an error answer,
   // an answer before the request body ended), whatever the client still sends is read and dropped
   // for up to this long before the socket closes: closing with unread bytes would make the kernel

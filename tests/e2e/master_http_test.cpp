@@ -300,6 +300,33 @@ TEST_CASE("a request body that stops arriving gets 408 after --body-timeout-ms; 
   CHECK(slow.read_response().ends_with("\r\n\r\nabcdef"));
 }
 
+TEST_CASE("a service that stops reading a request body gets its stream reset after --service-write-timeout-ms: 504") {
+  master_process m({"--service-write-timeout-ms", "1000"});
+  go_service a(m, {"-port", "0", "-path", "/a", "-text", "From A"});
+  const auto port = a.accepted().port;
+  // /slow sleeps without reading the body: the stream's window (256 KiB) and the service's own
+  // buffers fill, and the master's write of the rest waits on the service.
+  tcp_client c(port);
+  const auto start = std::chrono::steady_clock::now();
+  c.send("POST /a/slow?ms=30000 HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n" +
+         std::string(1 << 20, 'b'));
+  const auto answer = c.read_to_eof();  // it waited for the service's 30 s before
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(answer.starts_with("HTTP/1.1 504 "));
+  CHECK(answer.find("the service took no bytes of the request body for 1000 ms") != std::string::npos);
+  CHECK(took >= 900ms);
+  CHECK(took < 10s);
+  // A service that reads the body is not cut, however large the body: each piece has its own
+  // deadline.
+  tcp_client big(port);
+  const std::string body(3 << 20, 'e');
+  big.send("POST /a/echo-body HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\n\r\n" + body);
+  const auto echoed = big.read_response();
+  CHECK(echoed.starts_with("HTTP/1.1 200 "));
+  CHECK(echoed.ends_with("\r\n\r\n" + body));
+}
+
 TEST_CASE("an answer with Connection: close before the request body ended ends the connection after it") {
   two_services s;
   tcp_client c(s.port());
