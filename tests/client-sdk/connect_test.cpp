@@ -1,6 +1,6 @@
 // The sidecar (client-sdk/connect_main.cpp) between the real master and backends that know nothing
 // of socketmaster: `hello --listen` (a plain HTTP server), and small Asio servers here that read the
-// PROXY v2 header the sidecar sends them, over TCP and over a Unix socket.
+// PROXY v2 header the sidecar sends them, over TCP and over a Unix socket; its drain on SIGTERM.
 #include <csignal>
 #include <filesystem>
 
@@ -85,6 +85,38 @@ TEST_CASE("the sidecar puts a plain HTTP server behind the master: requests reac
   const auto status = sidecar.wait(10s);
   REQUIRE(status.has_value());
   CHECK(status->success());
+}
+
+TEST_CASE("one SIGTERM drains the sidecar: a connection under way flows both ways, and it exits 0 when that ends") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    asio::ip::tcp::acceptor backend(io, {asio::ip::make_address("127.0.0.1"), 0});
+    test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1",
+                                 "--port", "0", "--backend", text_of(backend.local_endpoint()), "--drain-timeout",
+                                 "60"});
+    const auto address = listening_address(sidecar);
+    auto client = co_await connect_to(address);
+    auto held = co_await backend.async_accept(asio::use_awaitable);  // the connection is under way
+    ::kill(sidecar.pid(), SIGTERM);
+    CHECK(sidecar.read_line(10s) == "draining");
+    // Both directions still flow after the signal.
+    std::string buf;
+    co_await asio::async_write(client, asio::buffer(std::string("ping\n")), asio::use_awaitable);
+    CHECK(co_await read_line(held, buf) == "ping\n");
+    co_await asio::async_write(held, asio::buffer(std::string("pong\n")), asio::use_awaitable);
+    CHECK(co_await read_line(client, buf) == "pong\n");
+    // The backend ends it, the client sees the end and closes too: the sidecar, with nothing left
+    // to wait for, exits 0 long before its 60 s drain timeout. (A half-closed connection is still
+    // under way: the client may go on sending.)
+    const auto ended = std::chrono::steady_clock::now();
+    held.close();
+    CHECK(co_await read_to_eof(client, buf) == "");
+    client.close();
+    const auto status = sidecar.wait(20s);
+    REQUIRE(status.has_value());
+    CHECK(status->success());
+    CHECK(std::chrono::steady_clock::now() - ended < 10s);
+  });
 }
 
 TEST_CASE("a second SIGTERM during a drain stops the sidecar at once instead of after --drain-timeout") {

@@ -1,6 +1,7 @@
 // Services and the master coming and going, end to end: a draining service (GoAway) gets no new
 // streams while its in-flight request completes and a second instance takes over; a request that
-// arrives while a route is in grace waits for the replacement, unless its client leaves first; grace expiry answers 503 and closes
+// arrives while a route is in grace waits for the replacement (several reach it in the order they
+// came), unless its client leaves first; grace expiry answers 503 and closes
 // the listener; SIGTERM on the master drains it (idle keep-alive connections closed at once, a
 // request under way answered) and it exits 0. Waits are on events the master
 // logs or the service prints, never on the clock.
@@ -8,8 +9,10 @@
 
 #include <cerrno>
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tests/e2e/e2e_support.hpp"
 
@@ -95,6 +98,30 @@ TEST_CASE("grace: a request that arrives while the service is gone waits, and it
   const auto answer = only_response(queued);
   CHECK(answer.status == 200);
   CHECK(answer.body.starts_with("G2\npath: /g/queued\n"));
+}
+
+TEST_CASE("grace: requests queued one after another reach the replacement in the order they arrived") {
+  master_process m({"--grace", "30"});
+  go_service g1(m, {"-port", "0", "-path", "/g", "-text", "G1"});
+  const auto r1 = g1.accepted();
+  kill_registered(m, g1, r1);
+
+  // Each is in the queue before the next one is sent.
+  std::vector<std::unique_ptr<background_run>> queued;
+  for (int i = 0; i < 5; ++i) {
+    const auto mark = m.mark();
+    queued.push_back(std::make_unique<background_run>(curl_argv({url(r1.port, "/g/" + std::to_string(i) + "/accept-order")})));
+    m.wait_for_log("waits in the queue (" + std::to_string(i + 1) + " waiting)", mark);
+  }
+  go_service g2(m, {"-port", std::to_string(r1.port), "-path", "/g", "-text", "G2"});
+  g2.accepted();
+  // The replacement numbers streams as it accepts them: the first queued came on its first.
+  for (int i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    const auto answer = only_response(*queued[i]);
+    CHECK(answer.status == 200);
+    CHECK(answer.body == "stream " + std::to_string(i + 1) + "\n");
+  }
 }
 
 TEST_CASE("grace expiry: the waiting request gets 503, the listener closes, and connections are refused") {

@@ -2,17 +2,20 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -29,6 +32,8 @@ import (
 //   .../headers     the request's headers, one "Name: value" line each, sorted (Host first)
 //   .../then-close  the default answer, then the connection (stream) is closed although the
 //                   answer did not say so: what a server closing an idle keep-alive connection does
+//   .../accept-order  "stream N\n": the request came on the Nth stream this instance accepted
+//                   (counted as the server accepts them, in the order the master opened them)
 //   anything else   200 "<text>\npath: <path>\nclient: <addr>\nxff: <X-Forwarded-For>\n"
 
 // tracker counts work that http.Server.Shutdown does not see (hijacked WebSocket connections,
@@ -56,9 +61,18 @@ func (t *tracker) wait(deadline time.Time) bool {
 }
 
 type app struct {
-	text string
-	ws   tracker
-	logf func(format string, args ...interface{})
+	text     string
+	ws       tracker
+	logf     func(format string, args ...interface{})
+	accepted int64 // streams accepted so far (connContext)
+}
+
+type acceptOrderKey struct{}
+
+// connContext is the server's ConnContext: http.Server calls it in its accept loop, one stream
+// after another, so the number it stamps is the stream's place in the accept order.
+func (a *app) connContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, acceptOrderKey{}, atomic.AddInt64(&a.accepted, 1))
 }
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -88,6 +102,10 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.serveDefault(w, r)
 	case strings.HasSuffix(p, "/headers"):
 		a.serveHeaders(w, r)
+	case strings.HasSuffix(p, "/accept-order"):
+		body := fmt.Sprintf("stream %d\n", r.Context().Value(acceptOrderKey{}).(int64))
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = io.WriteString(w, body)
 	case strings.HasSuffix(p, "/then-close"):
 		a.serveThenClose(w, r)
 	case strings.HasSuffix(p, "/early-close"):

@@ -213,7 +213,8 @@ func main() {
 	echoLoopDone := make(chan struct{})
 	if c.mode == "http" {
 		handler = &app{text: c.text, logf: out.logf}
-		srv = &http.Server{Handler: handler, ErrorLog: log.New(os.Stderr, "service_peer http: ", 0)}
+		srv = &http.Server{Handler: handler, ErrorLog: log.New(os.Stderr, "service_peer http: ", 0),
+			ConnContext: handler.connContext}
 		go func() { _ = srv.Serve(ln) }()
 	} else {
 		go func() {
