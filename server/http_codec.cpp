@@ -207,7 +207,7 @@ class message_parser {
       case phase::body:
         return feed_body(in);
       case phase::end_pending:
-        start_head();
+        next_message();
         return {parse_result::kind::message_end, 0, {}, 0, {}};
       case phase::upgrade_pending:
         phase_ = phase::upgraded;
@@ -409,8 +409,17 @@ class message_parser {
       phase_ = phase::upgraded;
       return {parse_result::kind::upgrade, 0, {}, 0, {}};
     }
-    start_head();
+    next_message();
     return {parse_result::kind::message_end, 0, {}, 0, {}};
+  }
+
+  // After a message: the next one's head. An interim (1xx) answer is always followed by the final
+  // one, but llhttp ends the connection after any message that is not keep-alive, as an HTTP/1.0
+  // 103 Early Hints is; a fresh llhttp reads what follows (it was a 502 before).
+  void next_message() {
+    if (!request_ && response.status >= 100 && response.status < 200)
+      llhttp_init(&llhttp_, HTTP_RESPONSE, &settings());
+    start_head();
   }
 
   void start_head() {

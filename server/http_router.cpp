@@ -12,6 +12,7 @@
 // or grace over with no service back).
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <iterator>
 #include <span>
 #include <string_view>
@@ -347,6 +348,26 @@ class http_connection : private yamux::payload_sink {
     out_capacity_ = 0;
     out_begin_ = out_end_ = 0;
   }
+  // out_ is full with part of a head held for an HTTP/1.0 client (relay_response): the held bytes
+  // move to its front, or, when they are all of it, into a bulk buffer. False when even that is
+  // full, which the parser's head limit (64 KiB) prevents.
+  bool hold_room() {
+    const std::size_t held = out_end_ - held_from_;
+    if (held_from_ > 0) {
+      std::memmove(out_.get(), out_.get() + held_from_, held);
+    } else if (out_capacity_ < bulk_buffer_size) {
+      auto bigger = std::make_unique_for_overwrite<char[]>(bulk_buffer_size);
+      std::memcpy(bigger.get(), out_.get(), held);
+      give_back_out_buffer();
+      out_ = std::move(bigger);
+      out_capacity_ = bulk_buffer_size;
+    } else {
+      return false;
+    }
+    out_begin_ = out_end_ = held;
+    held_from_ = 0;
+    return true;
+  }
   // Lets go of the buffers that hold no unprocessed bytes.
   void release_idle_buffers() {
     if (in_begin_ == in_end_) {
@@ -537,6 +558,8 @@ class http_connection : private yamux::payload_sink {
     responses_.expect(method);
     response_started_ = false;
     final_head_parsed_ = false;
+    interim_dropped_ = head.version_minor == 0;
+    held_from_ = no_hold;
     request_upgrade_ = false;
     response_upgrade_ = false;
     response_keep_alive_ = true;
@@ -755,10 +778,14 @@ class http_connection : private yamux::payload_sink {
     }
   }
 
-  // Relays the response bytes verbatim until the end of the (final) response.
+  // Relays the response bytes verbatim until the end of the (final) response. An HTTP/1.0 client
+  // gets no 1xx answer (RFC 9110 15.2: it could take a 103 Early Hints for the answer): its 1xx
+  // messages are dropped, and until the final head is complete nothing is forwarded, so that the
+  // start of a head that turns out to be a 1xx never reaches it (held_from_).
   asio::awaitable<bool> relay_response() {
     for (;;) {
-      std::size_t forward_from = out_begin_;
+      std::size_t forward_from = held_from_ != no_hold ? held_from_ : out_begin_;
+      held_from_ = no_hold;
       bool done = false;
       // Feed until the parser needs more; a body that ends exactly at the end of the buffer still
       // has its message_end to report, from an empty feed.
@@ -773,7 +800,10 @@ class http_connection : private yamux::payload_sink {
             break;
           case parse_result::kind::message_end:
             // 100 Continue and friends are messages of their own: the real answer follows.
-            if (responses_.head().status >= 100 && responses_.head().status < 200) break;
+            if (responses_.head().status >= 100 && responses_.head().status < 200) {
+              if (interim_dropped_) forward_from = out_begin_;
+              break;
+            }
             response_keep_alive_ = responses_.head().keep_alive;
             ++reg_.stats().http_responses[responses_.head().status / 100];
             done = true;
@@ -791,7 +821,11 @@ class http_connection : private yamux::payload_sink {
         }
         if (r.what == parse_result::kind::need_more) break;
       }
-      if (out_begin_ > forward_from) {
+      if (interim_dropped_ && !final_head_parsed_ && !done && out_begin_ > forward_from) {
+        // Part of a head whose status is not known yet: kept in out_ until it is.
+        held_from_ = forward_from;
+        if (out_end_ == out_capacity_ && !hold_room()) co_return backend_failed();
+      } else if (out_begin_ > forward_from) {
         const auto piece = asio::buffer(out_.get() + forward_from, out_begin_ - forward_from);
         std::error_code ec;
         std::size_t n = 0;
@@ -822,7 +856,7 @@ class http_connection : private yamux::payload_sink {
         if (!response_keep_alive_ && !response_upgrade_ && body_unfinished_) stop_body();
         co_return true;
       }
-      if (out_begin_ == out_end_) {
+      if (out_begin_ == out_end_ && held_from_ == no_hold) {
         out_begin_ = out_end_ = 0;
         // Nothing is left in the buffer here (the parser took it all), so it may be swapped.
         if (!out_) {
@@ -924,6 +958,9 @@ class http_connection : private yamux::payload_sink {
   bool body_sent_ = false;          // the current request's body (if any) has gone out whole
   std::size_t response_bytes_ = 0;  // read from the stream for the current request
   bool final_head_parsed_ = false;  // of the current response (not a 1xx)
+  bool interim_dropped_ = false;    // the client speaks HTTP/1.0: 1xx answers are not for it
+  static constexpr std::size_t no_hold = static_cast<std::size_t>(-1);
+  std::size_t held_from_ = no_hold;  // out_ from here: a head not forwarded yet (relay_response)
   bool response_started_ = false;   // bytes of the final response have been written to the client
   bool response_keep_alive_ = true;
   bool request_upgrade_ = false;

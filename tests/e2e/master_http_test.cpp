@@ -339,6 +339,36 @@ TEST_CASE("an answer with Connection: close before the request body ended ends t
   CHECK_NOTHROW(c.send(std::string(64 * 1024, 'u')));
 }
 
+TEST_CASE("a 103 Early Hints reaches an HTTP/1.1 client and not an HTTP/1.0 one, also when its head spans reads") {
+  two_services s;
+  const std::string pad(40000, 'p');  // longer than the master's 16 KiB reads from a stream
+  for (const char* query : {"", "?pad=40000"}) {
+    CAPTURE(std::string(query));
+    const std::string target = std::string("/a/early-hints") + query;
+    const bool padded = *query != '\0';
+
+    tcp_client c11(s.port());
+    c11.send("GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const auto both = c11.read_to_eof();
+    CHECK(both.starts_with("HTTP/1.1 103 Early Hints\r\n"));
+    CHECK(count(both, "HTTP/1.1 ") == 2);
+    CHECK(both.find("\r\n\r\nHTTP/1.1 200 OK\r\n") != std::string::npos);
+    CHECK(both.find("\r\n\r\nFrom A\npath: /a/early-hints\n") != std::string::npos);
+    CHECK(count(both, "\r\nX-Pad: " + pad + "\r\n") == (padded ? 2 : 0));
+
+    // RFC 9110 15.2: no 1xx for an HTTP/1.0 client (it was a 502: llhttp ended the response at
+    // the HTTP/1.0 103); the final answer whole, its head verbatim.
+    tcp_client c10(s.port());
+    c10.send("GET " + target + " HTTP/1.0\r\nHost: x\r\n\r\n");
+    const auto final_only = c10.read_to_eof();
+    CHECK(final_only.starts_with("HTTP/1.0 200 OK\r\n"));  // Go answers in the request's version
+    CHECK(count(final_only, "HTTP/1.") == 1);
+    CHECK(final_only.find("\r\nLink: </style.css>; rel=preload; as=style\r\n") != std::string::npos);
+    CHECK((final_only.find("\r\nX-Pad: " + pad + "\r\n") != std::string::npos) == padded);
+    CHECK(final_only.find("\r\n\r\nFrom A\npath: /a/early-hints\n") != std::string::npos);
+  }
+}
+
 TEST_CASE("a Connection: close answer and the master's FIN reach the client in one segment") {
   two_services s;
   tcp_client c(s.port());

@@ -795,6 +795,14 @@ TEST_CASE("100 Continue is a message of its own, followed by the real response")
   CHECK(t.events == std::vector<std::string>{"head:201", "body:ok", "end"});
   const auto hints = parse_responses("GET", "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\nContent-Length: 3\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
   CHECK(hints.events == std::vector<std::string>{"head:103", "end", "head:200", "end"});
+  // An HTTP/1.0 interim answer is not keep-alive, and still the final one follows it (a Go
+  // service answering an HTTP/1.0 request with 103 Early Hints); also split byte by byte.
+  const std::string v10 = "HTTP/1.0 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  for (const std::size_t piece : {0, 1, 7}) {
+    CAPTURE(piece);
+    CHECK(parse_responses("GET", v10, piece).events ==
+          std::vector<std::string>{"head:103", "end", "head:200", "body:ok", "end"});
+  }
 }
 
 TEST_CASE("101 Switching Protocols ends in upgrade, tunnel bytes untouched") {

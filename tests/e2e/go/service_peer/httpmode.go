@@ -32,6 +32,8 @@ import (
 //   .../headers     the request's headers, one "Name: value" line each, sorted (Host first)
 //   .../then-close  the default answer, then the connection (stream) is closed although the
 //                   answer did not say so: what a server closing an idle keep-alive connection does
+//   .../early-hints?pad=N  a 103 Early Hints (Link header), then the default answer; with pad, both
+//                   heads carry an X-Pad header of N bytes (a head longer than one read)
 //   .../accept-order  "stream N\n": the request came on the Nth stream this instance accepted
 //                   (counted as the server accepts them, in the order the master opened them)
 //   anything else   200 "<text>\npath: <path>\nclient: <addr>\nxff: <X-Forwarded-For>\n"
@@ -102,6 +104,13 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.serveDefault(w, r)
 	case strings.HasSuffix(p, "/headers"):
 		a.serveHeaders(w, r)
+	case strings.HasSuffix(p, "/early-hints"):
+		if n, err := strconv.Atoi(r.URL.Query().Get("pad")); err == nil && n > 0 {
+			w.Header().Set("X-Pad", strings.Repeat("p", n))
+		}
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		a.serveDefault(w, r)
 	case strings.HasSuffix(p, "/accept-order"):
 		body := fmt.Sprintf("stream %d\n", r.Context().Value(acceptOrderKey{}).(int64))
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
