@@ -45,7 +45,10 @@ handshake_rejected registry::reject(rejection_code code, std::string message) {
 
 registry::registration_result registry::register_service(const socket_definition& def) {
   registration_result result;
-  if (shut_down_) {  // a handshake that was still being read when the master began to exit
+  // A handshake that was still being read when the master began to drain or exit: accepted, it
+  // would open a listener (or reopen a port's) on a master that takes no new connections. The SDK
+  // retries `internal`, and so reaches the master's successor.
+  if (shut_down_ || draining_) {
     result.rejected = reject(rejection_code::internal, "the master is shutting down; register with its successor");
     return result;
   }

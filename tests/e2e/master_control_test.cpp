@@ -3,9 +3,7 @@
 // when another process holds its name); and the admin endpoint's /metrics and /routes following
 // registrations, pools, grace and the queue. Services are the Go peer (its request made by
 // `capnp encode`) and raw sockets; a rejection a raw socket receives is decoded by `capnp decode`.
-//
-// `internal` is answered only to a handshake that completes while the master is exiting, a race
-// these tests do not provoke.
+// `internal` is answered to a handshake that completes while the master drains or exits.
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
@@ -121,6 +119,41 @@ TEST_CASE("every rejection code the master can produce comes with a sentence, an
   CHECK(metric(metrics, "socketmaster_rejections_total{code=\"unsupportedVersion\"}") == "1");
   CHECK(metric(metrics, "socketmaster_rejections_total{code=\"bindFailed\"}") == "1");
   CHECK(metric(metrics, "socketmaster_rejections_total{code=\"conflict\"}") == "4");
+}
+
+TEST_CASE("internal: a handshake that completes while the master drains is refused, and no listener opens for it") {
+  temp_dir dir;
+  // One handshake at a time: the master's note that it reached that limit says it accepted ours.
+  master_process m({"--max-pending-handshakes", "1", "--drain-timeout", "30"});
+  go_service s(m, {"-port", "0", "-text", "S"});
+  const auto r = s.accepted();
+  auto mark = m.mark();
+  background_run slow(curl_argv({"http://127.0.0.1:" + std::to_string(r.port) + "/slow?ms=3000"}));
+  m.wait_for_log("to registration " + std::to_string(r.id), mark);  // the drain has it to wait for
+
+  tcp_client late(port_of(m.control()));
+  m.wait_for_log("handshakes in progress, the limit", mark);
+  m.terminate();
+  m.wait_for_log("stopped accepting", mark);
+  socketmaster::handshake_request request;
+  request.socket.address = "127.0.0.1";
+  request.socket.port = 0;
+  const auto bytes = socketmaster::encode(request);
+  late.send({reinterpret_cast<const char*>(bytes.data()), bytes.size()});
+  write_file(dir.file("response.bin"), late.read_to_eof());
+  const auto answer = run({"/bin/sh", "-c", "exec capnp decode --short \"$0\" HandshakeResponse < \"$1\"",
+                           schema_path(), dir.file("response.bin")})
+                          .out;
+  CHECK(answer.find("(rejected = (code = internal, message = \"the master is shutting down; register with its "
+                    "successor\"))") != std::string::npos);
+  CHECK_FALSE(m.logged("opened (tcp)", mark));  // it used to be accepted, with a listener, mid-drain
+
+  const auto responses = parse_curl(slow.finish().out);  // the drain went on
+  REQUIRE(responses.size() == 1);
+  CHECK(responses.front().status == 200);
+  const auto status = m.wait_exit();
+  REQUIRE(status);
+  CHECK(status->success());
 }
 
 TEST_CASE("unauthorized: with --token-file, a missing or wrong token is refused and the right one accepted") {
