@@ -50,8 +50,10 @@ struct master_config {
   // A write of request body bytes to a service (a piece of at most 16 KiB) that does not finish
   // within this, because the service stopped reading, resets the stream: 504 if no answer has
   // started, else the connection ends. A service that takes nothing cannot hold a client's
-  // connection and upload for ever (nginx's proxy_send_timeout); one that reads slowly is not
-  // cut, as each piece has its own deadline.
+  // connection and upload for ever (nginx's proxy_send_timeout). One that reads slowly is not
+  // cut: each piece has its own deadline, and our SDK returns a stream's credit at least every
+  // housekeeping tick however large its window grew; a hashicorp/yamux service returns it every
+  // 128 KiB read, so one reading under about 2 KiB/s is cut.
   std::chrono::milliseconds service_write_timeout{60'000};
   // After an answer that ends a connection before its client finished sending (an error answer,
   // an answer before the request body ended), whatever the client still sends is read and dropped

@@ -561,6 +561,15 @@ void session_core::deliver_to_reader(stream_state& s) {
     queue_control(s);  // the reader waits for the peer: its answer is not imminent, so ACK now
 }
 
+void session_core::return_credit(stream_state& s, clock::time_point now) {
+  if (closed_ || s.reset || s.remote_fin) return;
+  s.last_update = now;
+  s.recv_window += s.credit_owed;
+  s.pending_delta += s.credit_owed;
+  s.credit_owed = 0;
+  queue_control(s);
+}
+
 void session_core::consumed(stream_state& s, std::size_t n) {
   if (closed_ || s.reset || s.remote_fin) return;
   s.credit_owed += static_cast<std::uint32_t>(n);
@@ -1147,11 +1156,19 @@ asio::awaitable<void> session_core::housekeeping() {
     }
     // Released streams the peer has not finished in time are reset. A scan of the table, bounded
     // by max_streams, rather than a list of its own that every released stream would join.
-    if (config_.stream_close_timeout.count() > 0) {
+    // The same scan returns credit a reader earned but has not given back (less than half its
+    // window, see consumed()) once it is a tick old: with a window grown to 16 MiB, a reader
+    // taking 100 KiB/s would otherwise return credit every 80 s, and its peer could not tell it
+    // from one that stopped reading (the master resets a stream whose service takes no request
+    // body bytes for --service-write-timeout-ms).
+    {
       std::vector<std::uint32_t> overdue;
       for (const auto& [id, s] : streams_) {
-        if (s->released && !s->remote_fin && !s->reset && now - s->released_at > config_.stream_close_timeout)
+        if (config_.stream_close_timeout.count() > 0 && s->released && !s->remote_fin && !s->reset &&
+            now - s->released_at > config_.stream_close_timeout)
           overdue.push_back(id);
+        else if (s->credit_owed > 0 && now - s->last_update >= tick)
+          return_credit(*s, now);
       }
       for (const std::uint32_t id : overdue) {
         if (stream_state* s = find(id)) {

@@ -191,6 +191,8 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void fail(std::error_code ec, go_away_code code);
   void deliver_to_reader(stream_state& s);
   void consumed(stream_state& s, std::size_t n);
+  // Sends the credit owed as a window update now, without growing the window (housekeeping).
+  void return_credit(stream_state& s, clock::time_point now);
   void queue_control(stream_state& s, bool wake = true);
   void queue_data(stream_state& s, bool wake = true);
   void queue_session_frame(const frame_header& h);

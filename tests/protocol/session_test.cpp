@@ -1257,6 +1257,27 @@ std::vector<std::byte> slice(const std::vector<std::byte>& v, std::size_t from, 
 
 }  // namespace
 
+TEST_CASE("credit for bytes read, below half the window, goes back within a housekeeping tick: a slow reader is seen reading") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto [raw, b] = socket_pair(io);
+    config cfg;
+    cfg.write_timeout = std::chrono::milliseconds(400);  // housekeeping every 100 ms
+    session server(std::move(b), role::server, cfg);
+    const auto data = pattern(3000);
+    co_await write_frame(raw, {0, frame_type::window_update, flags::syn, 1, 0});
+    auto s = co_await accept_ok(server);
+    co_await write_frame(raw, {0, frame_type::data, 0, 1, 3000}, data);
+    std::vector<std::byte> buf(data.size());
+    co_await asio::async_read(s, asio::buffer(buf), asio::use_awaitable);
+    CHECK(buf == data);
+    // 3,000 bytes of a 256 KiB window: far from the half that returns credit at once. It comes
+    // back anyway (before, never, until 128 KiB had been read).
+    const auto read_at = std::chrono::steady_clock::now();
+    co_await credited(raw, 1, 3000);
+    CHECK(std::chrono::steady_clock::now() - read_at < 5s);
+  });
+}
+
 TEST_CASE("a payload sink gets arriving bytes first and in order; what it leaves is read, and ends the offer, as a read that returns bytes does") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     auto [raw, b] = socket_pair(io);
