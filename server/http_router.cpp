@@ -578,6 +578,9 @@ class http_connection : private yamux::payload_sink {
     } else {
       std::tie(request_ok, response_ok) = co_await (send_body() && relay_response());
     }
+    // The watchdog reset the stream (request_failed) in the turn its last write completed: both
+    // sides may have ended well, but the stream is gone and must not carry another request.
+    if (request_error_.status != 0) request_ok = false;
     if (!response_ok) {
       if (may_retry && can_resend(head)) co_return exchange_result::retry;
       if (!response_started_) {

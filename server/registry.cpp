@@ -43,13 +43,14 @@ handshake_rejected registry::reject(rejection_code code, std::string message) {
   return {code, std::move(message)};
 }
 
+handshake_rejected registry::internal_shutting_down() {
+  return reject(rejection_code::internal, "the master is shutting down; register with its successor");
+}
+
 registry::registration_result registry::register_service(const socket_definition& def) {
   registration_result result;
-  // A handshake that was still being read when the master began to drain or exit: accepted, it
-  // would open a listener (or reopen a port's) on a master that takes no new connections. The SDK
-  // retries `internal`, and so reaches the master's successor.
-  if (shut_down_ || draining_) {
-    result.rejected = reject(rejection_code::internal, "the master is shutting down; register with its successor");
+  if (shut_down_) {  // a handshake that was still being read when the master began to exit
+    result.rejected = internal_shutting_down();
     return result;
   }
   // 1. The definition itself.
@@ -104,6 +105,14 @@ registry::registration_result registry::register_service(const socket_definition
         return result;
       }
     }
+  }
+  // While the master drains (SIGTERM) it opens nothing: a registration that would need a new
+  // listener or route is refused with `internal`, which the SDK retries, and so reaches the
+  // master's successor. One that joins an existing route is taken, as before the drain: that
+  // route may be in grace with requests queued for it, which the newcomer then serves.
+  if (draining_ && (it == listeners_.end() || !it->second.routes.find_exact(key))) {
+    result.rejected = internal_shutting_down();
+    return result;
   }
   if (it != listeners_.end()) {
     auto& l = it->second;

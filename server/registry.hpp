@@ -173,6 +173,7 @@ class registry {
   std::shared_ptr<departure_watch> watch_departure(asio::ip::tcp::socket::lowest_layer_type& client, asio::steady_timer& timer);
 
   handshake_rejected reject(rejection_code code, std::string message);
+  handshake_rejected internal_shutting_down();
   std::optional<member> pick(route& r);
   void wake_all(route& r);
   void start_grace(route& r);
