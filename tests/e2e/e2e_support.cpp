@@ -196,6 +196,10 @@ void go_service::terminate() {
 
 void go_service::kill() { process_.kill(); }
 
+void go_service::resume() {
+  if (!process_.wait(0s)) ::kill(process_.pid(), SIGUSR1);
+}
+
 void kill_registered(master_process& m, go_service& s, const registration& r) {
   const auto mark = m.mark();
   s.kill();

@@ -101,6 +101,7 @@ class go_service {
   std::string next_line(duration timeout = default_wait);
   void terminate();  // SIGTERM: GoAway, in-flight work finishes, DRAINED
   void kill();       // SIGKILL: the control connection just drops
+  void resume();     // SIGUSR1: a peer started with -hold-handshake (after CONNECTED) sends its request
   std::optional<test::exit_status> wait(duration timeout = default_wait) { return process_.wait(timeout); }
 
  private:

@@ -3,7 +3,8 @@
 // arrives while a route is in grace waits for the replacement (several reach it in the order they
 // came), unless its client leaves first; grace expiry answers 503 and closes
 // the listener; SIGTERM on the master drains it (idle keep-alive connections closed at once, a
-// request under way answered) and it exits 0. Waits are on events the master
+// request under way answered, a route in grace served by a replacement whose handshake was under
+// way) and it exits 0. Waits are on events the master
 // logs or the service prints, never on the clock.
 #include <doctest/doctest.h>
 
@@ -279,4 +280,34 @@ TEST_CASE("SIGTERM on the master: a request still open at --drain-timeout is cut
   // any answer: the client is told so rather than left with a silently closed connection.
   CHECK(only_response(stuck).status == 502);
   CHECK(s.next_line() == "CLOSED");
+}
+
+TEST_CASE("SIGTERM on the master: a replacement whose handshake completes during the drain joins the route in grace and serves its queue") {
+  // One handshake at a time: the master notes each time it reaches that limit, so a note after the
+  // replacement connects says the master took its connection before the drain closed the port.
+  master_process m({"--grace", "30", "--drain-timeout", "30", "--max-pending-handshakes", "1"});
+  go_service g1(m, {"-port", "0", "-path", "/g", "-text", "G1"});
+  const auto r1 = g1.accepted();
+  m.wait_for_log("handshakes in progress, the limit");  // g1's own handshake's note
+  kill_registered(m, g1, r1);
+  auto mark = m.mark();
+  background_run queued(curl_argv({url(r1.port, "/g/queued")}));
+  m.wait_for_log("waits in the queue", mark);
+
+  go_service g2(m, {"-port", std::to_string(r1.port), "-path", "/g", "-text", "G2", "-hold-handshake"});
+  CHECK(g2.next_line() == "CONNECTED");
+  m.wait_for_log("handshakes in progress, the limit", mark);
+  m.terminate();
+  m.wait_for_log("stopped accepting", mark);
+  g2.resume();
+  // It joins a route that exists, so it is taken (a new route or port would get `internal`), and
+  // the request that waited through the drain is answered by it.
+  CHECK(g2.accepted().port == r1.port);
+  const auto answer = only_response(queued);
+  CHECK(answer.status == 200);
+  CHECK(answer.body.starts_with("G2\npath: /g/queued\n"));
+  const auto status = m.wait_exit();
+  REQUIRE(status);
+  CHECK(status->success());
+  CHECK(m.logged("drained (0 connections cut)"));
 }

@@ -1,7 +1,7 @@
 // TLS termination by the master, end to end: two domains share one port, each with its own
-// certificate chosen by SNI (checked with curl --resolve and openssl s_client), certificates that
-// cannot work are refused at registration, and a WebSocket works over wss. Certificates are made
-// by openssl at test time.
+// certificate chosen by SNI (checked with curl --resolve and openssl s_client; TLS 1.0 and 1.1
+// refused), certificates that cannot work are refused at registration, and a WebSocket works over
+// wss. Certificates are made by openssl at test time.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -59,6 +59,17 @@ TEST_CASE("TLS: two domains share one port, each served with its own certificate
   // TLS 1.2 and 1.3 (the master's minimum is 1.2).
   CHECK(s_client(port, {"-servername", "a.test", "-tls1_2"}).find("New, TLSv1.2,") != std::string::npos);
   CHECK(s_client(port, {"-servername", "a.test", "-tls1_3"}).find("New, TLSv1.3,") != std::string::npos);
+  // TLS 1.1 and 1.0 are refused by the master with a protocol_version alert. The client's own
+  // security level would stop it offering them at all, so it is lowered: the alert is the master's.
+  for (const char* old_version : {"-tls1_1", "-tls1"}) {
+    CAPTURE(old_version);
+    const auto refused = run({"/bin/sh", "-c", "exec openssl s_client \"$@\" 2>&1 </dev/null", "s_client", "-connect",
+                              "127.0.0.1:" + std::to_string(port), "-servername", "a.test", old_version, "-cipher",
+                              "DEFAULT@SECLEVEL=0"});
+    CHECK(refused.out.find("alert protocol version") != std::string::npos);
+    CHECK(refused.out.find("New, TLSv1") == std::string::npos);
+    CHECK(refused.status.code != 0);
+  }
   // ALPN: http/1.1 is chosen even when h2 is offered first.
   CHECK(s_client(port, {"-servername", "a.test", "-alpn", "h2,http/1.1"}).find("ALPN protocol: http/1.1") !=
         std::string::npos);

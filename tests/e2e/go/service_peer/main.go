@@ -8,6 +8,8 @@
 //
 // Stdout carries only these lines (stderr carries diagnostics):
 //
+//	CONNECTED                                  (-hold-handshake) connected to the master; the
+//	                                           request goes when SIGUSR1 comes
 //	ACCEPTED <registrationId> <boundAddress>   registration live; serving
 //	GOAWAY                                     (-goaway-after or a signal) the GoAway frame has been
 //	                                           written to the master; then one of:
@@ -98,6 +100,7 @@ type config struct {
 	schema        string
 	capnp         string
 	version       uint
+	holdHandshake bool
 }
 
 func parseFlags(args []string) config {
@@ -120,6 +123,8 @@ func parseFlags(args []string) config {
 	fs.StringVar(&c.schema, "schema", "/work/main/protocol/socketmaster.capnp", "socketmaster.capnp path")
 	fs.StringVar(&c.capnp, "capnp", "capnp", "the capnp tool")
 	fs.UintVar(&c.version, "proto-version", 1, "HandshakeRequest.version to send (tests of rejection)")
+	fs.BoolVar(&c.holdHandshake, "hold-handshake", false,
+		"connect, print CONNECTED, and send the request only on SIGUSR1 (a handshake the master sees begin before an event)")
 	_ = fs.Parse(args)
 	if fs.NArg() != 0 {
 		fail("unexpected arguments: %s", strings.Join(fs.Args(), " "))
@@ -168,9 +173,19 @@ func main() {
 		fail("encoding the request: %v", err)
 	}
 
+	var resume chan os.Signal
+	if c.holdHandshake {
+		resume = make(chan os.Signal, 1)
+		signal.Notify(resume, syscall.SIGUSR1) // before CONNECTED: the signal must not find its default action
+	}
 	conn, err := net.DialTimeout("tcp", c.master, time.Until(deadline))
 	if err != nil {
 		fail("connecting to the master: %v", err)
+	}
+	if resume != nil {
+		out.line("CONNECTED")
+		<-resume
+		signal.Stop(resume)
 	}
 	_ = conn.SetDeadline(deadline)
 	if _, err := conn.Write(req); err != nil {
