@@ -34,6 +34,11 @@ struct backend_address {
 backend_address parse_backend(const std::string& text) {
   backend_address b;
   if (names_unix_path(text)) {
+    // Checked here, once: a path that does not fit a sockaddr_un would otherwise make every stream's
+    // endpoint throw, ending the sidecar at its first public connection.
+    if (text.size() > max_unix_path_bytes)
+      throw CLI::ValidationError("--backend", "a Unix socket path of at most " + std::to_string(max_unix_path_bytes) +
+                                                  " bytes, got " + std::to_string(text.size()) + " bytes");
     b.unix_socket = true;
     b.path = text;
     return b;

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <asio/ip/tcp.hpp>
+#include <sys/un.h>
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,6 +24,9 @@ std::string host_port_text(const asio::ip::tcp::endpoint& ep);
 // A Unix socket path rather than host:port: our addresses name a path only with a '/' in it
 // ("./ctl.sock", "/run/sm.sock"), so that "ctl.sock" is a typo for host:port, not a file.
 inline bool names_unix_path(std::string_view text) { return text.find('/') != std::string_view::npos; }
+// The longest such path a socket address holds (sockaddr_un, NUL-terminated): 107 bytes on Linux.
+// Asio's endpoint throws for a longer one, so check before making one.
+inline constexpr std::size_t max_unix_path_bytes = sizeof(sockaddr_un::sun_path) - 1;
 
 // What to tell a person whose address parse_host_port refused.
 inline constexpr const char* host_port_expected =

@@ -220,3 +220,24 @@ TEST_CASE("the sidecar exits with status 1 and the master's message when its reg
   CHECK(*status == test::exit_status{1, 0});
   CHECK(sidecar.read_line(1s) == std::nullopt);  // no "listening" line
 }
+
+TEST_CASE("a Unix backend path too long for a socket address is refused at start, not by a crash at the first connection") {
+  master_process master;
+  // sockaddr_un holds 107 bytes of path: this one cannot be connected to, ever.
+  const std::string path = (std::filesystem::temp_directory_path() / std::string(120, 'b')).string();
+  test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1", "--port",
+                               "0", "--backend", path});
+  const auto line = sidecar.read_line(10s);
+  if (line && line->rfind("listening ", 0) == 0) {
+    // Registered with a backend it can never reach: the first public connection used to end it.
+    run([&](asio::io_context&) -> asio::awaitable<void> {
+      auto c = co_await connect_to(line->substr(10));
+      co_await read_to_eof(c);
+    });
+  }
+  CHECK_MESSAGE(line == std::nullopt, "registered with an unusable backend: " << line.value_or(""));
+  const auto status = sidecar.wait(10s);
+  REQUIRE(status.has_value());
+  CHECK(status->signal == 0);  // not std::terminate's SIGABRT
+  CHECK(status->code != 0);
+}
