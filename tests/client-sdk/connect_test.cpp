@@ -241,3 +241,17 @@ TEST_CASE("a Unix backend path too long for a socket address is refused at start
   CHECK(status->signal == 0);  // not std::terminate's SIGABRT
   CHECK(status->code != 0);
 }
+
+TEST_CASE("SIGTERM still drains the sidecar when whoever read its stdout has gone (no death by SIGPIPE)") {
+  master_process master;
+  test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1", "--port",
+                               "0", "--backend", "127.0.0.1:9"});
+  listening_address(sidecar);
+  // A script that waited for the "listening" line and went away: the "draining" line has no reader.
+  sidecar.close_stdout();
+  ::kill(sidecar.pid(), SIGTERM);
+  // Nothing is open: the drain ends at once and the sidecar exits 0, as with a reader.
+  const auto status = sidecar.wait(10s);
+  REQUIRE(status.has_value());
+  CHECK(*status == test::exit_status{0, 0});
+}

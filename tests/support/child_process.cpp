@@ -166,6 +166,13 @@ void child_process::reset() {
   pidfd_ = stdout_fd_ = -1;
 }
 
+void child_process::close_stdout() {
+  if (stdout_fd_ >= 0) ::close(stdout_fd_);
+  stdout_fd_ = -1;
+  buffer_.clear();
+  eof_ = true;
+}
+
 std::optional<std::string> child_process::read_line(duration timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {

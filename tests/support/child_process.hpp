@@ -52,6 +52,9 @@ class child_process {
   std::optional<std::string> read_line(duration timeout);
   // True once stdout has reached EOF and every line has been returned.
   bool stdout_closed() const { return eof_ && buffer_.empty(); }
+  // Stops reading stdout and closes our end of the pipe, as a script that read the line it wanted
+  // and went away does: the child's next write to stdout finds no reader (EPIPE, or SIGPIPE).
+  void close_stdout();
 
   // Waits up to `timeout` for the child to end and reaps it; empty if it is still running.
   std::optional<exit_status> wait(duration timeout);
