@@ -223,6 +223,9 @@ asio::awaitable<handshake_outcome> connect_and_register(listener_state& st) {
     return out;
   };
   if (names_unix_path(addr)) {
+    // Asio's endpoint throws for a path sockaddr_un cannot hold, and an exception out of here would
+    // reach the caller as operation_canceled with no sentence.
+    if (addr.size() > max_unix_path_bytes) co_return failed(std::make_error_code(std::errc::filename_too_long), false);
     asio::local::stream_protocol::socket sock(st.ex);
     if (auto ec = co_await connect_local(sock, asio::local::stream_protocol::endpoint(addr), st.opts.unix_send_buffer)) co_return failed(ec, false);
     co_return co_await handshake_over(st, std::move(sock), deadline);

@@ -632,6 +632,17 @@ TEST_CASE("with no master address in the options, SOCKETMASTER_ADDR names the ma
   CHECK(l.registration_id() > 0);
 }
 
+TEST_CASE("a master socket path too long for a Unix socket address fails listen() with a reason, not operation_canceled") {
+  asio::io_context io(1);
+  // sockaddr_un holds 107 bytes of path.
+  const std::string path = (std::filesystem::temp_directory_path() / std::string(120, 'm')).string();
+  client::listen_error e;
+  auto l = client::listen(io, raw_tcp(), test_options(path), e);
+  CHECK_FALSE(l.connected());
+  CHECK(e.code == std::errc::filename_too_long);
+  CHECK_MESSAGE(e.message.find(path) != std::string::npos, "message: '" << e.message << "'");
+}
+
 TEST_CASE("a permanent rejection during a reconnect ends the listener with that error instead of retrying") {
   std::optional<master_process> master(std::in_place);
   const std::string control = master->control_address();
