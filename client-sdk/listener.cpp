@@ -148,8 +148,12 @@ asio::awaitable<handshake_outcome> handshake_over(listener_state& st, Socket soc
   req.socket = st.def;
   const auto bytes = encode(req);
   auto w = co_await (asio::async_write(sock, asio::buffer(bytes), use_tuple) || deadline.async_wait(use_tuple));
-  if (w.index() == 1 || std::get<0>(std::get<0>(w))) {
-    out.error = {std::make_error_code(std::errc::timed_out), "could not send the handshake to the master"};
+  if (w.index() == 1) {
+    out.error = {std::make_error_code(std::errc::timed_out), "the master did not take the handshake in time"};
+    co_return out;
+  }
+  if (auto [ec, n] = std::get<0>(w); ec) {
+    out.error = {ec, "could not send the handshake to the master: " + ec.message()};
     co_return out;
   }
   std::vector<std::byte> msg;

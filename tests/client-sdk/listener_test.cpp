@@ -6,6 +6,7 @@
 // response, a callback); the only clocks are the bounds on how long a test may take.
 #include "socketmaster/client.hpp"
 
+#include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -641,6 +642,29 @@ TEST_CASE("a master socket path too long for a Unix socket address fails listen(
   CHECK_FALSE(l.connected());
   CHECK(e.code == std::errc::filename_too_long);
   CHECK_MESSAGE(e.message.find(path) != std::string::npos, "message: '" << e.message << "'");
+}
+
+TEST_CASE("a master that drops the connection while the handshake is being sent: listen() gives that reason, not timed_out") {
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    asio::ip::tcp::acceptor control(io, {asio::ip::make_address("127.0.0.1"), 0});
+    const auto opts = test_options(text_of(control.local_endpoint()));
+    socket_definition def = raw_tcp();
+    // Far more than loopback's socket buffers hold: the write is still under way when the master goes.
+    def.tls = tls_certificate{std::string(std::size_t{32} << 20, 'c'), "key"};
+    event_queue<client::listen_error> result(ex);
+    client::async_listen(ex, def, opts, [&](client::listen_error e, client::listener) { result.push(std::move(e)); });
+    auto sock = co_await control.async_accept(asio::use_awaitable);
+    // The handshake has begun to arrive (so the connect is done and the write under way): reset.
+    std::array<char, 8> first;
+    co_await asio::async_read(sock, asio::buffer(first), asio::use_awaitable);
+    sock.set_option(asio::socket_base::linger(true, 0));
+    sock.close();  // a reset, as from a master that crashed or stopped reading
+    const auto e = co_await result.next();
+    CHECK(e.code != std::errc::timed_out);
+    CHECK_MESSAGE((e.code == asio::error::connection_reset || e.code == asio::error::broken_pipe), e.code.message());
+    CHECK_MESSAGE(e.message.find(e.code.message()) != std::string::npos, "message: '" << e.message << "'");
+  });
 }
 
 TEST_CASE("a permanent rejection during a reconnect ends the listener with that error instead of retrying") {
