@@ -10,7 +10,6 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/signal_set.hpp>
 
-#include <csignal>
 #include <iostream>
 #include <memory>
 
@@ -18,6 +17,7 @@
 #include "protocol/drain_on_signals.hpp"
 #include "protocol/fresh_socket.hpp"
 #include "protocol/handshake.hpp"
+#include "protocol/ignore_sigpipe.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
@@ -142,11 +142,7 @@ asio::awaitable<void> serve(client::listener& l, backend_address target, bool pr
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Our stdout is for scripts, which often read the first "listening" line and go away: a later
-  // line ("listening" after a master restart, "draining" on SIGTERM) must not kill us with SIGPIPE,
-  // in the middle of the streams we were about to drain. A write nobody reads just fails. (Sockets
-  // need nothing: Asio sends with MSG_NOSIGNAL.)
-  std::signal(SIGPIPE, SIG_IGN);
+  ignore_sigpipe();
   CLI::App app{"socketmaster-connect: put any backend behind socketmaster without linking the SDK."};
   socket_definition def;
   client::options opts;

@@ -30,6 +30,7 @@
 
 #include "protocol/cli_checks.hpp"
 #include "protocol/drain_on_signals.hpp"
+#include "protocol/ignore_sigpipe.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
 
@@ -282,6 +283,7 @@ std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  socketmaster::ignore_sigpipe();
   CLI::App app{"hello: a keep-alive HTTP service, registered with socketmaster or on a plain port"};
   std::string master, address, domain, path, text = "Hello from socketmaster", listen_on, cert, key;
   std::uint16_t port = 0;

@@ -18,6 +18,7 @@
 
 #include "protocol/cli_checks.hpp"
 #include "protocol/drain_on_signals.hpp"
+#include "protocol/ignore_sigpipe.hpp"
 #include "protocol/relay.hpp"
 #include "socketmaster/client.hpp"
 
@@ -37,6 +38,7 @@ asio::awaitable<void> echo(client::stream s, logger& log) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  socketmaster::ignore_sigpipe();
   CLI::App app{"tcp_echo: a raw TCP echo service registered with socketmaster"};
   socket_definition def;
   client::options opts;

@@ -16,6 +16,7 @@
 #include "master.hpp"
 #include "protocol/cli_checks.hpp"
 #include "protocol/handshake.hpp"
+#include "protocol/ignore_sigpipe.hpp"
 
 namespace {
 
@@ -47,6 +48,7 @@ void raise_fd_limit(logger& log) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ignore_sigpipe();
   server::master_config cfg;
   CLI::App app{"socketmaster: a zero-configuration reverse proxy. Services register over the control port."};
   app.set_version_flag("--version", std::string("socketmaster ") + SOCKETMASTER_VERSION);

@@ -242,16 +242,22 @@ TEST_CASE("a Unix backend path too long for a socket address is refused at start
   CHECK(status->code != 0);
 }
 
-TEST_CASE("SIGTERM still drains the sidecar when whoever read its stdout has gone (no death by SIGPIPE)") {
+TEST_CASE("SIGTERM still drains the sidecar and hello when whoever read their stdout has gone (no death by SIGPIPE)") {
   master_process master;
-  test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1", "--port",
-                               "0", "--backend", "127.0.0.1:9"});
-  listening_address(sidecar);
-  // A script that waited for the "listening" line and went away: the "draining" line has no reader.
-  sidecar.close_stdout();
-  ::kill(sidecar.pid(), SIGTERM);
-  // Nothing is open: the drain ends at once and the sidecar exits 0, as with a reader.
-  const auto status = sidecar.wait(10s);
-  REQUIRE(status.has_value());
-  CHECK(*status == test::exit_status{0, 0});
+  const std::vector<std::vector<std::string>> programs{
+      {CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1", "--port", "0", "--backend",
+       "127.0.0.1:9"},
+      {HELLO_PATH, "--master", master.control_address(), "--address", "127.0.0.1", "--port", "0"}};
+  for (const auto& argv : programs) {
+    CAPTURE(argv[0]);
+    test::child_process p(argv);
+    listening_address(p);
+    // A script that waited for the "listening" line and went away: the "draining" line has no reader.
+    p.close_stdout();
+    ::kill(p.pid(), SIGTERM);
+    // Nothing is open: the drain ends at once and the program exits 0, as with a reader.
+    const auto status = p.wait(10s);
+    REQUIRE(status.has_value());
+    CHECK(*status == test::exit_status{0, 0});
+  }
 }
