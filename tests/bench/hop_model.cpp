@@ -4,12 +4,14 @@
 //   direct  straight to the reader over TCP (no relay: the direct path);
 //   unix    through a Unix socketpair the relay reads 1 MiB at a time and sends on (today's hop);
 //   shm     through a shared ring of 8 slots of 1 MiB the relay sends from, each filled slot
-//           announced and each freed one returned through an eventfd (tests/bench/README.md,
-//           "Session 18").
+//           announced and each freed one returned through an eventfd;
+//   pipe    through a 1 MiB pipe the relay splices into the TCP socket (it copies nothing)
+// (tests/bench/README.md, "Session 18", has the figures).
 // Prints throughput and each process's CPU per GiB (user + system, from wait4), one line per mode
 // and round, the modes alternating so that the machine's noise falls on all of them alike.
 //
-//   hop_model [--rounds 3] [direct|unix|shm ...]
+//   hop_model [--rounds 3] [direct|unix|shm|pipe ...]
+#include <fcntl.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -77,7 +79,9 @@ pid_t spawn(F body) {
 }
 
 void run_once(const std::string& mode) {
-  const bool direct = mode == "direct", shm = mode == "shm";
+  const bool direct = mode == "direct", shm = mode == "shm", pipe_mode = mode == "pipe";
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0 || ::fcntl(pipe_fds[1], F_SETPIPE_SZ, static_cast<int>(piece)) < 0) die("pipe");
   const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -117,6 +121,12 @@ void run_once(const std::string& mode) {
         take(freed);
         std::memcpy(ring + static_cast<std::size_t>(i) % slots * piece, src.data(), piece);
         post(filled);
+      } else if (pipe_mode) {
+        for (std::size_t done = 0; done < piece;) {
+          const ssize_t w = ::write(pipe_fds[1], src.data() + done, piece - done);
+          if (w <= 0) die("pipe write");
+          done += static_cast<std::size_t>(w);
+        }
       } else {
         send_all(out, src.data(), piece);
       }
@@ -132,6 +142,12 @@ void run_once(const std::string& mode) {
         take(filled);
         send_all(out, ring + static_cast<std::size_t>(i) % slots * piece, piece);
         post(freed);
+      }
+    } else if (pipe_mode) {
+      for (long long left = total; left > 0;) {
+        const ssize_t r = ::splice(pipe_fds[0], nullptr, out, nullptr, piece, SPLICE_F_MOVE | SPLICE_F_MORE);
+        if (r <= 0) die("splice");
+        left -= r;
       }
     } else {
       std::vector<char> buf(piece);
@@ -161,7 +177,7 @@ void run_once(const std::string& mode) {
               static_cast<double>(total) / seconds / 1e9, cpu_ms[0], cpu_ms[1], cpu_ms[2]);
   std::fflush(stdout);
   ::munmap(mapped, piece * slots);
-  for (int fd : {listener, pair[0], pair[1], filled, freed}) ::close(fd);
+  for (int fd : {listener, pair[0], pair[1], filled, freed, pipe_fds[0], pipe_fds[1]}) ::close(fd);
 }
 
 }  // namespace
@@ -173,10 +189,10 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--rounds" && i + 1 < argc) {
       rounds = std::atoi(argv[++i]);
-    } else if (a == "direct" || a == "unix" || a == "shm") {
+    } else if (a == "direct" || a == "unix" || a == "shm" || a == "pipe") {
       modes.push_back(a);
     } else {
-      std::fprintf(stderr, "usage: hop_model [--rounds N] [direct|unix|shm ...]\n");
+      std::fprintf(stderr, "usage: hop_model [--rounds N] [direct|unix|shm|pipe ...]\n");
       return 2;
     }
   }
@@ -184,7 +200,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hop_model: --rounds must be at least 1\n");
     return 2;
   }
-  if (modes.empty()) modes = {"direct", "unix", "shm"};
+  if (modes.empty()) modes = {"direct", "unix", "shm", "pipe"};
   for (int r = 0; r < rounds; ++r)
     for (const auto& m : modes) run_once(m);
   return 0;
