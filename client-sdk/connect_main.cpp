@@ -204,8 +204,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   drain_on_signals(signals, io, log, [&] {
-    l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)), [&](std::error_code) {
-      log.info("drained; exiting");
+    l.async_drain(std::chrono::milliseconds(static_cast<std::int64_t>(drain_seconds * 1000)), [&](std::error_code ec) {
+      if (ec)  // timed out, or the master went away: streams were cut, which the operator should know
+        log.warn("drain ended with streams cut (", ec.message(), "); exiting");
+      else
+        log.info("drained; exiting");
       io.stop();
     });
   });

@@ -481,9 +481,18 @@ asio::awaitable<std::error_code> finish_drain(std::shared_ptr<listener_state> st
     asio::steady_timer limit(st->ex, deadline);
     co_await (session->async_ping(use_tuple) || limit.async_wait(use_tuple));
     // Then every stream runs to its end, or the deadline (the same expiry) cuts them.
-    if (std::chrono::steady_clock::now() < until)
-      co_await (session->async_wait_idle(use_tuple) || limit.async_wait(use_tuple));
-    if (const auto left = session->is_open() ? session->stream_count() : 0) {
+    std::error_code lost;  // the connection to the master ended while streams were still open
+    if (std::chrono::steady_clock::now() < until) {
+      const auto open = session->stream_count();
+      auto waited = co_await (session->async_wait_idle(use_tuple) || limit.async_wait(use_tuple));
+      if (waited.index() == 0 && open > 0) lost = std::get<0>(std::get<0>(waited));
+    }
+    if (lost) {
+      // Not a clean drain: whatever those streams still had to say was lost with the connection.
+      st->log().warn("registration ", st->registration_id, ": the connection to the master ended during the drain (",
+                     lost.message(), "); the streams still open were cut");
+      result = lost;
+    } else if (const auto left = session->is_open() ? session->stream_count() : 0) {
       st->log().warn("registration ", st->registration_id, ": drain deadline reached, ", left, " streams cut");
       result = std::make_error_code(std::errc::timed_out);
     } else {

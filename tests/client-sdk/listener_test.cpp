@@ -413,6 +413,28 @@ TEST_CASE("drain: a stream still open at the deadline is cut and the drain compl
   });
 }
 
+TEST_CASE("drain: a master that goes away while a stream is open ends the drain with that error, not success") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto ex = io.get_executor();
+    auto l = co_await listen_ok(raw_tcp(), test_options(master.control_address()));
+    auto c = co_await connect_to(l.bound_address());
+    co_await asio::async_write(c, asio::buffer(std::string("in flight\n")), asio::use_awaitable);
+    auto [aec, s] = co_await l.async_accept(use_tuple);
+    REQUIRE_FALSE(aec);
+    std::string buffer;
+    CHECK(co_await read_line(s, buffer) == "in flight\n");
+
+    event_queue<std::error_code> drained(ex);
+    l.async_drain(20s, [&](std::error_code ec) { drained.push(ec); });
+    master.kill();  // the stream is still open: its answer can no longer reach anyone
+    const auto ec = co_await drained.next();
+    CHECK(ec);
+    CHECK(ec != std::errc::timed_out);  // long before the deadline
+    CHECK_FALSE(l.connected());
+  });
+}
+
 TEST_CASE("drain under load: a new instance takes over and no request fails") {
   master_process master;
   run([&](asio::io_context& io) -> asio::awaitable<void> {

@@ -264,7 +264,8 @@ class listener {
   // reconnecting. Streams the master opened before it saw the GoAway are still delivered by
   // async_accept; open streams run to their end; then the session is closed and the operation
   // completes: with no error, or with std::errc::timed_out when streams were still open at the
-  // deadline and were cut.
+  // deadline and were cut, or with the connection's error when the master went away while streams
+  // were still open (they were cut with it).
   template <class Token = asio::default_completion_token_t<executor_type>>
   auto async_drain(std::chrono::milliseconds deadline, Token&& token = Token()) {
     return asio::async_initiate<Token, void(std::error_code)>(
