@@ -53,6 +53,24 @@ asio::awaitable<client::listener> listen_ok(const socket_definition& def, const 
 // A whole stream echoed (a named coroutine: a lambda's captures would not outlive the call).
 asio::awaitable<void> echo_all(client::stream& s) { co_await echo(s); }
 
+// A raw TCP listener with one public connection whose stream is accepted and has carried `line`:
+// what the drain tests then end in different ways.
+struct one_stream {
+  client::listener listener;
+  asio::ip::tcp::socket client;
+  client::stream stream;
+};
+asio::awaitable<one_stream> open_one_stream(const std::string& control, std::string line) {
+  auto l = co_await listen_ok(raw_tcp(), test_options(control));
+  auto c = co_await connect_to(l.bound_address());
+  co_await asio::async_write(c, asio::buffer(line), asio::use_awaitable);
+  auto [aec, s] = co_await l.async_accept(use_tuple);
+  REQUIRE_FALSE(aec);
+  std::string buffer;
+  CHECK(co_await read_line(s, buffer) == line);
+  co_return one_stream{std::move(l), std::move(c), std::move(s)};
+}
+
 // The listener's accept delivered to a queue, so a test can check later whether it has completed.
 void accept_into(client::listener& l, event_queue<accept_result>& q) {
   l.async_accept([&q](std::error_code ec, client::stream s) { q.push({ec, std::move(s)}); });
@@ -391,13 +409,7 @@ TEST_CASE("drain: a stream still open at the deadline is cut and the drain compl
   master_process master;
   run([&](asio::io_context& io) -> asio::awaitable<void> {
     auto ex = io.get_executor();
-    auto l = co_await listen_ok(raw_tcp(), test_options(master.control_address()));
-    auto c = co_await connect_to(l.bound_address());
-    co_await asio::async_write(c, asio::buffer(std::string("never answered\n")), asio::use_awaitable);
-    auto [aec, s] = co_await l.async_accept(use_tuple);
-    REQUIRE_FALSE(aec);
-    std::string buffer;
-    CHECK(co_await read_line(s, buffer) == "never answered\n");
+    auto [l, c, s] = co_await open_one_stream(master.control_address(), "never answered\n");
 
     event_queue<std::error_code> drained(ex);
     const auto started = std::chrono::steady_clock::now();
@@ -417,13 +429,7 @@ TEST_CASE("drain: a master that goes away while a stream is open ends the drain 
   master_process master;
   run([&](asio::io_context& io) -> asio::awaitable<void> {
     auto ex = io.get_executor();
-    auto l = co_await listen_ok(raw_tcp(), test_options(master.control_address()));
-    auto c = co_await connect_to(l.bound_address());
-    co_await asio::async_write(c, asio::buffer(std::string("in flight\n")), asio::use_awaitable);
-    auto [aec, s] = co_await l.async_accept(use_tuple);
-    REQUIRE_FALSE(aec);
-    std::string buffer;
-    CHECK(co_await read_line(s, buffer) == "in flight\n");
+    auto [l, c, s] = co_await open_one_stream(master.control_address(), "in flight\n");
 
     event_queue<std::error_code> drained(ex);
     l.async_drain(20s, [&](std::error_code ec) { drained.push(ec); });
