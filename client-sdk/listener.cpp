@@ -308,6 +308,16 @@ asio::awaitable<void> supervise(std::shared_ptr<listener_state> st) {
 
 }  // namespace
 
+std::string exception_text(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
+
 asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(asio::any_io_executor ex,
                                                                                  socket_definition def, options opts) {
   if (opts.master_address.empty()) {
@@ -330,12 +340,10 @@ asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(
   st->registered(out.accepted);
   asio::co_spawn(ex, supervise(st), [st](std::exception_ptr e) {
     if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {  // a bug: say so once, and stop pretending to be registered
-      st->log().error("registration ", st->registration_id, ": reconnect supervisor failed: ", x.what());
-      st->stop({std::make_error_code(std::errc::state_not_recoverable), x.what()});
-    }
+    // A bug (or a throwing on_registered): say so once, and stop pretending to be registered.
+    const auto what = exception_text(e);
+    st->log().error("registration ", st->registration_id, ": reconnect supervisor failed: ", what);
+    st->stop({std::make_error_code(std::errc::state_not_recoverable), what});
   });
   co_return std::pair{listen_error{}, std::move(st)};
 }

@@ -647,6 +647,18 @@ TEST_CASE("unauthorized: a master with --token-file refuses a missing or wrong t
   }
 }
 
+TEST_CASE("an on_registered callback that throws fails listen() with the exception's sentence") {
+  master_process master;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto opts = test_options(master.control_address());
+    opts.on_registered = [](std::uint64_t, const std::string&) { throw std::runtime_error("the callback broke"); };
+    auto result = co_await client::async_listen(io.get_executor(), raw_tcp(), opts, asio::use_awaitable);
+    const client::listen_error& error = std::get<0>(result);
+    CHECK(error.code == std::errc::operation_canceled);
+    CHECK(error.message == "listen failed: the callback broke");  // it was empty
+  });
+}
+
 TEST_CASE("with no master address in the options, SOCKETMASTER_ADDR names the master") {
   master_process master;
   asio::io_context io(1);

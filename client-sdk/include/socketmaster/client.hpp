@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -165,6 +166,9 @@ struct taken_stream {
 };
 taken_stream take_stream(listener_state& st, yamux::stream s);
 const asio::any_io_executor& executor_of(const listener_state& st);
+// What an exception that ended one of our coroutines says (a throwing on_registered callback, say),
+// for a listen_error's message: a bug surfaces with its sentence, not as a bare operation_canceled.
+std::string exception_text(std::exception_ptr e);
 void begin_drain(listener_state& st);
 asio::awaitable<std::error_code> finish_drain(std::shared_ptr<listener_state> st, std::chrono::milliseconds deadline);
 asio::awaitable<std::pair<listen_error, std::shared_ptr<listener_state>>> start(asio::any_io_executor ex,
@@ -300,7 +304,7 @@ auto async_listen(asio::any_io_executor ex, socket_definition def, options opts,
       [ex](auto handler, socket_definition d, options o) {
         auto done = [h = std::move(handler), ex](std::exception_ptr e,
                                                  std::pair<listen_error, std::shared_ptr<detail::listener_state>> r) mutable {
-          if (e) r.first.code = std::make_error_code(std::errc::operation_canceled);
+          if (e) r.first = {std::make_error_code(std::errc::operation_canceled), "listen failed: " + detail::exception_text(e)};
           auto hex = asio::get_associated_executor(h, ex);
           asio::dispatch(hex, [h = std::move(h), r = std::move(r)]() mutable {
             std::move(h)(std::move(r.first), r.first.code ? listener{} : listener(std::move(r.second)));
