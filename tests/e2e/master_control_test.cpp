@@ -288,6 +288,27 @@ TEST_CASE("admin: /metrics and /routes follow registrations, pools, grace and th
   CHECK(metric(metrics, "socketmaster_queued_connections" + where("*/b")) == "0");
 }
 
+TEST_CASE("admin: routes with an empty path and with \"/\" on one port are told apart in /metrics") {
+  // Two routes with two pools: they must not share a series (Prometheus keeps one sample of a
+  // duplicated series and drops the other, so one pool's members would vanish from the graphs).
+  master_process m;
+  go_service any(m, {"-port", "0", "-text", "any"});
+  const auto p = std::to_string(any.accepted().port);
+  go_service slash(m, {"-port", p, "-path", "/", "-text", "slash"});
+  slash.accepted();
+  const auto metrics = admin_get(m, "/metrics");
+  std::vector<std::string> series;
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line.front() != '#') series.push_back(line.substr(0, line.rfind(' ')));
+  const auto members = std::count_if(series.begin(), series.end(),
+                                     [](const std::string& s) { return s.starts_with("socketmaster_pool_members{"); });
+  CHECK(members == 2);
+  std::sort(series.begin(), series.end());
+  const auto duplicate = std::adjacent_find(series.begin(), series.end());
+  CHECK((duplicate == series.end() ? std::string("none") : *duplicate) == "none");
+}
+
 TEST_CASE("a loopback control port also takes services on its same-host socket; --no-same-host-socket keeps them on TCP") {
   {
     master_process m;
