@@ -24,6 +24,18 @@ inline const CLI::Validator seconds_option(
     },
     "SECONDS");
 
+// Counts and sizes held in an unsigned type (--max-header-bytes, --max-headers, ...): CLI11 turns
+// "-1" into the type's largest value, which would lift the limit instead of refusing the value.
+inline const CLI::Validator count_option(
+    [](std::string& text) -> std::string {
+      unsigned long long v = 0;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      if (ec != std::errc{} || end != text.data() + text.size())
+        return "expected a whole number from 0 to " + std::to_string(~0ull) + ", got '" + text + "'";
+      return {};
+    },
+    "COUNT");
+
 // Addresses: host:port (see host_port.hpp), and where a Unix socket will do, a path with a '/'.
 inline const CLI::Validator address_option(
     [](std::string& text) -> std::string {

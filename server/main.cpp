@@ -73,7 +73,8 @@ int main(int argc, char** argv) {
                "Take services on the TCP control port only, not also on its same-host (abstract Unix) socket");
   app.add_option("--unix-send-buffer", cfg.unix_send_buffer,
                  "Send buffer (bytes) asked of the kernel per Unix control connection; 0 = the kernel's default")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(count_option);
   app.add_option("--grace", grace_seconds, "Seconds a route outlives its last service, queueing requests")
       ->envname("SOCKETMASTER_GRACE")
       ->capture_default_str()
@@ -87,7 +88,9 @@ int main(int argc, char** argv) {
   app.add_option("--handshake-timeout-ms", handshake_ms, "Time allowed for a service's handshake")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-handshake-bytes", cfg.max_handshake_bytes, "Largest handshake accepted")->capture_default_str();
+  app.add_option("--max-handshake-bytes", cfg.max_handshake_bytes, "Largest handshake accepted")
+      ->capture_default_str()
+      ->check(count_option);
   app.add_option("--max-pending-handshakes", cfg.max_pending_handshakes,
                  "Handshakes read at once (more clients wait in the listen backlog)")
       ->capture_default_str()
@@ -113,8 +116,12 @@ int main(int argc, char** argv) {
                  "answer is not lost to a TCP reset (0 = close at once)")
       ->capture_default_str()
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{3'600'000}));
-  app.add_option("--max-header-bytes", cfg.max_header_bytes, "Largest request head (431 above)")->capture_default_str();
-  app.add_option("--max-headers", cfg.max_headers, "Most request header fields (431 above)")->capture_default_str();
+  app.add_option("--max-header-bytes", cfg.max_header_bytes, "Largest request head (431 above)")
+      ->capture_default_str()
+      ->check(count_option);
+  app.add_option("--max-headers", cfg.max_headers, "Most request header fields (431 above)")
+      ->capture_default_str()
+      ->check(count_option);
   app.add_option("--drain-timeout", drain_seconds, "Seconds open connections get after SIGTERM")
       ->capture_default_str()
       ->check(seconds_option);

@@ -202,6 +202,18 @@ TEST_CASE("an address flag that is not host:port stops the master with a message
   }
 }
 
+TEST_CASE("a size or count flag given a negative number stops the master instead of lifting the limit") {
+  // CLI11 reads "-1" into a std::size_t as its largest value: --max-header-bytes -1 used to start a
+  // master with no limit on request heads at all.
+  for (const std::string flag : {"--max-handshake-bytes", "--max-header-bytes", "--max-headers", "--unix-send-buffer"}) {
+    CAPTURE(flag);
+    const auto r = run({"/bin/sh", "-c", "exec \"$0\" --control 127.0.0.1:0 \"$1\" -1 2>&1", master_binary(), flag}, 5s);
+    CHECK(r.status.code == 105);  // CLI11's validation error, at once
+    CHECK(r.out.find("expected a whole number") != std::string::npos);
+    CHECK(r.out.find("control ") == std::string::npos);  // never got as far as listening
+  }
+}
+
 TEST_CASE("without a token the master refuses a control address that is not loopback; $SOCKETMASTER_TOKEN is a token") {
   // 192.0.2.1 (TEST-NET-1) is on no interface here: with a token the master gets as far as bind()
   // and fails there, so no test binds or reaches anything beyond loopback.
