@@ -1,11 +1,27 @@
 // See master_config.hpp.
 #include "master_config.hpp"
 
+#include <utility>
+
 #include "protocol/handshake.hpp"
 
 namespace socketmaster::server {
 
+namespace {
+// Deadlines are now() + timeout on a nanosecond clock: a timeout beyond about 292 years overflows
+// there and lands in the past, so that everything it guards would time out at once. The cap is
+// the one of the flags given in seconds (1e9 s).
+constexpr std::chrono::milliseconds max_timeout{1'000'000'000'000};
+}  // namespace
+
 std::string master_config::validate() const {
+  const std::pair<std::chrono::milliseconds, const char*> timeouts[] = {
+      {grace, "grace period"},          {handshake_timeout, "handshake timeout"},
+      {header_timeout, "header timeout"}, {client_write_timeout, "client write timeout"},
+      {body_timeout, "body timeout"},   {service_write_timeout, "service write timeout"},
+      {linger_timeout, "linger timeout"}, {drain_timeout, "drain timeout"}};
+  for (const auto& [t, name] : timeouts)
+    if (t > max_timeout) return std::string("the ") + name + " must be at most 1e12 ms (1e9 s)";
   if (control_address.empty()) return "the control address must not be empty";
   if (grace.count() < 0) return "the grace period must not be negative";
   if (queue_limit == 0) return "the queue limit must be positive";

@@ -214,6 +214,20 @@ TEST_CASE("a size or count flag given a negative number stops the master instead
   }
 }
 
+TEST_CASE("a timeout flag too large for the clock stops the master instead of timing everything out at once") {
+  // 1e13 ms is about 317 years: now() + that overflows a nanosecond clock into the past, and the
+  // master refused every service's handshake at once ("did not arrive within 10000000000000 ms").
+  for (const std::string flag : {"--handshake-timeout-ms", "--header-timeout-ms", "--client-write-timeout-ms",
+                                 "--body-timeout-ms", "--service-write-timeout-ms"}) {
+    CAPTURE(flag);
+    const auto r =
+        run({"/bin/sh", "-c", "exec \"$0\" --control 127.0.0.1:0 \"$1\" 10000000000000 2>&1", master_binary(), flag}, 5s);
+    CHECK(r.status.code == 1);
+    CHECK(r.out.find("must be at most 1e12 ms") != std::string::npos);
+    CHECK(r.out.find("control ") == std::string::npos);  // never got as far as listening
+  }
+}
+
 TEST_CASE("without a token the master refuses a control address that is not loopback; $SOCKETMASTER_TOKEN is a token") {
   // 192.0.2.1 (TEST-NET-1) is on no interface here: with a token the master gets as far as bind()
   // and fails there, so no test binds or reaches anything beyond loopback.
