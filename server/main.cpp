@@ -151,7 +151,13 @@ int main(int argc, char** argv) {
         throw CLI::ValidationError("--token-file", e.what());
       }
     }
-    else if (const char* env = std::getenv("SOCKETMASTER_TOKEN")) cfg.token = env;
+    else if (const char* env = std::getenv("SOCKETMASTER_TOKEN")) {
+      cfg.token = env;
+      // As read_token_file() refuses: no handshake could carry it, so no service could register.
+      if (cfg.token.size() > max_token_bytes)
+        throw CLI::ValidationError("SOCKETMASTER_TOKEN",
+                                   "the token in $SOCKETMASTER_TOKEN is longer than " + std::to_string(max_token_bytes) + " bytes");
+    }
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -186,6 +186,19 @@ TEST_CASE("a token file that holds no token stops the master at start instead of
   }
 }
 
+TEST_CASE("a $SOCKETMASTER_TOKEN longer than a handshake can carry stops the master, as such a token file does") {
+  // A handshake carries at most max_token_bytes of token: with a longer one no service could ever
+  // register (each was refused with badRequest), yet the master started as if all were well.
+  const std::string token(socketmaster::max_token_bytes + 1, 't');
+  const auto r = run({"/bin/sh", "-c", "SOCKETMASTER_TOKEN=\"$1\" exec \"$0\" --control 127.0.0.1:0 2>&1", master_binary(), token},
+                     5s);
+  CHECK(r.status.code == 105);  // CLI11's validation error, at once
+  CHECK(r.out.find("SOCKETMASTER_TOKEN is longer than " + std::to_string(socketmaster::max_token_bytes) + " bytes") !=
+        std::string::npos);
+  CHECK(r.out.find("control ") == std::string::npos);
+  CHECK(r.out.find(token) == std::string::npos);  // never a secret in the log
+}
+
 TEST_CASE("an address flag that is not host:port stops the master with a message, not an abort or a wrapped port") {
   for (const auto& flags : std::vector<std::vector<std::string>>{{"--control", "127.0.0.1:abc"},
                                                                    {"--control", "127.0.0.1:70000"},
