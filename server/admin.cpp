@@ -221,7 +221,15 @@ void admin_server::start() {
   auto loop = [](std::shared_ptr<state> st) -> asio::awaitable<void> {
     while (!st->closed) {
       auto [ec, sock] = co_await st->acceptor.async_accept(use_tuple);
-      if (ec) co_return;
+      if (st->closed || ec == asio::error::operation_aborted) co_return;
+      if (ec) {
+        // Out of descriptors or memory, or a connection gone before it was taken: the listener is
+        // fine, so say so, breathe rather than spin, and go on accepting.
+        st->log.warn("admin server: accept failed: ", ec.message());
+        asio::steady_timer breathe(st->ex, std::chrono::milliseconds(50));
+        co_await breathe.async_wait(use_tuple);
+        continue;
+      }
       asio::co_spawn(st->ex, serve_admin(st, std::move(sock)), asio::detached);
     }
   };

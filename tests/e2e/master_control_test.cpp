@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -16,7 +17,9 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -346,6 +349,38 @@ TEST_CASE("admin: routes with an empty path and with \"/\" on one port are told 
   std::sort(series.begin(), series.end());
   const auto duplicate = std::adjacent_find(series.begin(), series.end());
   CHECK((duplicate == series.end() ? std::string("none") : *duplicate) == "none");
+}
+
+TEST_CASE("admin: an accept that fails for want of file descriptors does not end the admin server") {
+  master_process m;
+  go_service echo(m, {"-port", "0", "-tcp", "-mode", "echo"});
+  const auto port = echo.accepted().port;
+  CHECK(admin_get(m, "/routes").starts_with("[{"));
+
+  // Room for two more descriptors in the master: raw TCP clients take them, the rest wait in the
+  // backlog while the public listener reports EMFILE.
+  std::size_t open_fds = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(m.pid()) + "/fd"))
+    ++open_fds;
+  rlimit before{};
+  REQUIRE(::prlimit(m.pid(), RLIMIT_NOFILE, nullptr, &before) == 0);
+  rlimit tight = before;
+  tight.rlim_cur = open_fds + 2;
+  REQUIRE(::prlimit(m.pid(), RLIMIT_NOFILE, &tight, nullptr) == 0);
+  auto mark = m.mark();
+  std::vector<std::unique_ptr<tcp_client>> clients;
+  for (int i = 0; i < 4; ++i) clients.push_back(std::make_unique<tcp_client>(port));
+  m.wait_for_log("listener accept failed", mark);
+
+  // The admin server's accept fails the same way; it used to end its accept loop there, leaving
+  // the port listening with nobody taking connections: every later scrape hung.
+  mark = m.mark();
+  tcp_client scrape(port_of(m.admin()));
+  scrape.send("GET /routes HTTP/1.1\r\nHost: admin\r\n\r\n");
+  m.wait_for_log("admin server: accept failed", mark);
+  REQUIRE(::prlimit(m.pid(), RLIMIT_NOFILE, &before, nullptr) == 0);
+  CHECK(scrape.read_response().starts_with("HTTP/1.1 200 OK\r\n"));
+  CHECK(admin_get(m, "/routes").starts_with("[{"));
 }
 
 TEST_CASE("a loopback control port also takes services on its same-host socket; --no-same-host-socket keeps them on TCP") {
