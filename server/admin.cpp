@@ -1,6 +1,7 @@
 // See admin.hpp.
 #include "admin.hpp"
 
+#include <algorithm>
 #include <sstream>
 
 #include <asio/co_spawn.hpp>
@@ -172,6 +173,7 @@ asio::awaitable<void> serve_admin(std::shared_ptr<admin_server::state> st, asio:
   std::istream in(&head);
   std::string method, target;
   in >> method >> target;
+  target.resize(std::min(target.size(), target.find('?')));  // a scraper's parameters select nothing here
   std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
   if (method != "GET") {
     status = "405 Method Not Allowed";
@@ -187,7 +189,9 @@ asio::awaitable<void> serve_admin(std::shared_ptr<admin_server::state> st, asio:
   }
   const std::string response = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
                                "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-  co_await asio::async_write(sock, asio::buffer(response), use_tuple);
+  // A client that never reads its answer holds it no longer than a public client would.
+  deadline.expires_after(st->reg.config().client_write_timeout);
+  co_await (asio::async_write(sock, asio::buffer(response), use_tuple) || deadline.async_wait(use_tuple));
   std::error_code ec;
   sock.shutdown(asio::socket_base::shutdown_send, ec);
 }

@@ -296,6 +296,8 @@ TEST_CASE("admin: /metrics and /routes follow registrations, pools, grace and th
   CHECK(metric(metrics, "socketmaster_pool_members" + where("*/a")) == "2");
   CHECK(metric(metrics, "socketmaster_pool_members" + where("*/b")) == "1");
   CHECK(families_are_contiguous(metrics));
+  // A scraper's parameters are ignored (it was a 404).
+  CHECK(metric(admin_get(m, "/metrics?name[]=socketmaster_routes"), "socketmaster_routes") == "2");
 
   CHECK(curl({"-o", "/dev/null", "http://127.0.0.1:" + p + "/a/bytes/100000"}).status == 200);
   CHECK(curl({"http://127.0.0.1:" + p + "/nowhere"}).status == 404);
