@@ -44,11 +44,11 @@ std::string json_escape(std::string_view s) {
 // Prometheus label values escape the same three characters.
 std::string label(std::string_view s) { return json_escape(s); }
 
-// The domain suffix ("*" for any) followed by the path prefix as registered: an empty prefix and "/"
-// are two routes with two pools, so they need two names ("*" and "*/"). A domain has no '/', so
-// the name is unambiguous.
+// The domain suffix ("*" for any) followed by the path prefix ("/" for any path: a registration for
+// "/" is the route with none, see registry.cpp). A domain has no '/', so the name is unambiguous.
 std::string route_name(const route& r) {
-  return (r.key.domain_suffix.empty() ? std::string("*") : r.key.domain_suffix) + r.key.path_prefix;
+  return (r.key.domain_suffix.empty() ? std::string("*") : r.key.domain_suffix) +
+         (r.key.path_prefix.empty() ? std::string("/") : r.key.path_prefix);
 }
 
 }  // namespace

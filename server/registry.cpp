@@ -77,7 +77,9 @@ registry::registration_result registry::register_service(const socket_definition
                                "the path prefix must be empty or start with '/' and contain no spaces, '?' or '#'");
       return result;
     }
-    key = {normalize_domain_suffix(def.http->domain_suffix), def.http->path_prefix};
+    // "/" matches every path, as no prefix does: one route, so that such registrations pool (two
+    // routes, the longer "/" would always win and the other pool would never be used).
+    key = {normalize_domain_suffix(def.http->domain_suffix), def.http->path_prefix == "/" ? std::string() : def.http->path_prefix};
   }
   if (def.tls && (def.tls->certificate_chain_pem.empty() || def.tls->private_key_pem.empty())) {
     result.rejected = reject(rejection_code::bad_certificate, "a TLS registration needs both a certificate chain and a private key");

@@ -124,6 +124,21 @@ TEST_CASE("a pool: two equally specific registrations take new connections in tu
   CHECK((order == "121212" || order == "212121"));
 }
 
+TEST_CASE("a pool: a path prefix of '/' is the same route as none (both match every path), so the two take turns") {
+  master_process m;
+  go_service one(m, {"-port", "0", "-text", "ONE"});
+  const auto port = one.accepted().port;
+  go_service two(m, {"-port", std::to_string(port), "-path", "/", "-text", "TWO"});
+  two.accepted();
+  std::string order;  // with two routes, "/" (the longer prefix) took every request
+  for (int i = 0; i < 4; ++i) {
+    const auto r = curl({url(port, "/x")});
+    REQUIRE(r.status == 200);
+    order += r.body.starts_with("ONE") ? '1' : r.body.starts_with("TWO") ? '2' : '?';
+  }
+  CHECK((order == "1212" || order == "2121"));
+}
+
 TEST_CASE("keep-alive: one client connection alternating /a and /b has each request routed on its own") {
   two_services s;
   const auto out = run(curl_argv({url(s.port(), "/a/1"), url(s.port(), "/b/2"), url(s.port(), "/a/3"), url(s.port(), "/b/4")}));
