@@ -354,7 +354,16 @@ TEST_CASE("admin: registrations with an empty path and with \"/\" on one port ar
   CHECK((duplicate == series.end() ? std::string("none") : *duplicate) == "none");
 }
 
-TEST_CASE("admin: an accept that fails for want of file descriptors does not end the admin server") {
+// Not in sanitized builds: UBSan checks a virtual call by probing memory through a pipe, which a
+// master out of descriptors cannot open, so it reports a false "invalid vptr" and stops the master.
+#ifdef SOCKETMASTER_SANITIZED
+constexpr bool sanitized_build = true;
+#else
+constexpr bool sanitized_build = false;
+#endif
+
+TEST_CASE("admin: an accept that fails for want of file descriptors does not end the admin server" *
+          doctest::skip(sanitized_build)) {
   master_process m;
   go_service echo(m, {"-port", "0", "-tcp", "-mode", "echo"});
   const auto port = echo.accepted().port;
