@@ -19,10 +19,12 @@
 #include <asio/write.hpp>
 
 #include "protocol/errors.hpp"
+#include "protocol/fd_passing.hpp"
 #include "protocol/handshake.hpp"
 #include "protocol/host_port.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/session.hpp"
+#include "protocol/shared_ring.hpp"
 
 namespace socketmaster::client {
 
@@ -71,6 +73,9 @@ std::error_code options::validate(const char** what) const {
   if (reconnect_max < reconnect_min) return bad("reconnect_max must be at least reconnect_min");
   if (proxy_header_timeout.count() <= 0) return bad("proxy_header_timeout must be positive");
   if (unix_send_buffer > max_unix_send_buffer) return bad("unix_send_buffer must be at most 1 GiB");
+  if (shared_ring_bytes != 0 && (shared_ring_bytes < yamux::shared_ring::min_capacity || shared_ring_bytes % 4096 != 0 ||
+                                 shared_ring_bytes > max_unix_send_buffer))
+    return bad("shared_ring_bytes must be 0, or a multiple of 4096 from 64 KiB to 1 GiB");
   return yamux.validate(what);
 }
 
@@ -146,8 +151,26 @@ asio::awaitable<handshake_outcome> handshake_over(listener_state& st, Socket soc
   handshake_request req;
   req.token = st.opts.token;
   req.socket = st.def;
+  std::shared_ptr<yamux::shared_ring> ring;
+  if constexpr (std::is_same_v<Socket, asio::local::stream_protocol::socket>) {
+    // Without a ring (memfd_create refused, say) the payload goes over the socket as it always can.
+    std::error_code rec;
+    if (st.opts.shared_ring_bytes > 0) ring = yamux::shared_ring::create(st.opts.shared_ring_bytes, rec);
+  }
+  req.shared_ring = ring != nullptr;
   const auto bytes = encode(req);
-  auto w = co_await (asio::async_write(sock, asio::buffer(bytes), use_tuple) || deadline.async_wait(use_tuple));
+  std::size_t first = 0;
+  if (ring) {
+    // The ring's descriptor rides on the request's first bytes; a fresh socket takes them at once.
+    std::error_code sec;
+    first = send_with_fd(sock.native_handle(), bytes, ring->fd(), sec);
+    if (sec) {
+      out.error = {sec, "could not send the handshake to the master: " + sec.message()};
+      co_return out;
+    }
+  }
+  auto w = co_await (asio::async_write(sock, asio::buffer(bytes.data() + first, bytes.size() - first), use_tuple) ||
+                     deadline.async_wait(use_tuple));
   if (w.index() == 1) {
     out.error = {std::make_error_code(std::errc::timed_out), "the master did not take the handshake in time"};
     co_return out;
@@ -191,7 +214,9 @@ asio::awaitable<handshake_outcome> handshake_over(listener_state& st, Socket soc
   }
   out.accepted = std::get<handshake_accepted>(response);
   // From here on the connection is the yamux session; the master opens the streams.
-  out.session = std::make_shared<yamux::session>(std::move(sock), yamux::role::server, st.opts.yamux);
+  if (!out.accepted.shared_ring) ring.reset();  // the master reads none: ordinary frames only
+  out.session = std::make_shared<yamux::session>(std::move(sock), yamux::role::server, st.opts.yamux,
+                                                 yamux::session::ring_use{std::move(ring), true});
   co_return out;
 }
 

@@ -77,7 +77,8 @@ frame_reader::event frame_reader::next(std::span<const std::byte> in, std::size_
     ev.error = make_error_code(errc::invalid_version);
     return ev;
   }
-  if (static_cast<std::uint8_t>(h.type) > static_cast<std::uint8_t>(frame_type::go_away)) {
+  if (static_cast<std::uint8_t>(h.type) > static_cast<std::uint8_t>(frame_type::go_away) &&
+      !(ring_frames_ && h.type == frame_type::ring_data)) {
     failed_ = true;
     ev.what = kind::error;
     ev.error = make_error_code(errc::invalid_frame_type);

@@ -16,7 +16,10 @@ inline constexpr std::size_t header_size = 12;
 // Every stream starts with this receive window in each direction (spec.md, "Flow Control").
 inline constexpr std::uint32_t initial_stream_window = 256 * 1024;
 
-enum class frame_type : std::uint8_t { data = 0, window_update = 1, ping = 2, go_away = 3 };
+// ring_data is ours, not yamux's: a Data frame whose payload lies in the session's shared ring
+// (shared_ring.hpp) instead of following the header. Only a session that negotiated a ring in the
+// handshake sends or accepts it; hashicorp/yamux peers never see it.
+enum class frame_type : std::uint8_t { data = 0, window_update = 1, ping = 2, go_away = 3, ring_data = 0x80 };
 
 namespace flags {
 inline constexpr std::uint16_t syn = 1;
@@ -38,7 +41,7 @@ struct frame_header {
   frame_type type = frame_type::data;
   std::uint16_t flags = 0;
   std::uint32_t stream_id = 0;
-  // Payload length for Data, window delta for WindowUpdate, opaque value for Ping, code for GoAway.
+  // Payload length for Data and RingData, window delta for WindowUpdate, opaque value for Ping, code for GoAway.
   std::uint32_t length = 0;
 
   bool has(std::uint16_t f) const { return (flags & f) == f; }
@@ -72,6 +75,9 @@ class frame_reader {
   // Consumes a prefix of `in` (reported in `consumed`) and returns what it found.
   event next(std::span<const std::byte> in, std::size_t& consumed);
 
+  // Accept RingData frames (a header with no payload on the transport); else they are an error.
+  void accept_ring_frames() { ring_frames_ = true; }
+
   // Payload bytes of the current Data frame that have not been returned yet.
   std::uint32_t payload_remaining() const { return payload_remaining_; }
 
@@ -79,6 +85,7 @@ class frame_reader {
   frame_header current_{};
   std::uint32_t payload_remaining_ = 0;
   bool failed_ = false;
+  bool ring_frames_ = false;
 };
 
 }  // namespace socketmaster::yamux

@@ -174,6 +174,7 @@ std::vector<std::byte> encode(const handshake_request& request) {
     tls.setPrivateKeyPem(text(in.tls->private_key_pem));
   }
   socket.setProxyProtocol(in.proxy_protocol);
+  root.setSharedRing(request.shared_ring);
   return to_bytes(message);
 }
 
@@ -184,6 +185,7 @@ std::vector<std::byte> encode(const handshake_response& response) {
     auto accepted = root.initAccepted();
     accepted.setRegistrationId(a->registration_id);
     accepted.setBoundAddress(text(a->bound_address));
+    accepted.setSharedRing(a->shared_ring);
   } else {
     const auto& r = std::get<handshake_rejected>(response);
     auto rejected = root.initRejected();
@@ -244,6 +246,7 @@ decode_result decode_request(std::span<const std::byte> whole_message, handshake
       }
     }
     s.proxy_protocol = socket.getProxyProtocol();
+    decoded.shared_ring = root.getSharedRing();
   } catch (const kj::Exception& e) {
     return failure(errc::bad_handshake, kj_detail(e));
   }
@@ -264,6 +267,7 @@ decode_result decode_response(std::span<const std::byte> whole_message, handshak
         const auto in = root.getAccepted();
         handshake_accepted a;
         a.registration_id = in.getRegistrationId();
+        a.shared_ring = in.getSharedRing();
         if (!copy_text(in.getBoundAddress(), max_address_bytes, "accepted.boundAddress", a.bound_address,
                        detail)) {
           return failure(errc::bad_handshake, std::move(detail));

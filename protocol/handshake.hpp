@@ -63,6 +63,7 @@ struct handshake_request {
   std::uint32_t version = handshake_version;
   std::string token;  // a secret: never log it
   socket_definition socket;
+  bool shared_ring = false;  // a ring's memfd travels with the request (socketmaster.capnp)
   friend bool operator==(const handshake_request&, const handshake_request&) = default;
 };
 
@@ -83,6 +84,7 @@ const char* to_string(rejection_code code) noexcept;
 struct handshake_accepted {
   std::uint64_t registration_id = 0;
   std::string bound_address;
+  bool shared_ring = false;  // the master reads the service's ring
   friend bool operator==(const handshake_accepted&, const handshake_accepted&) = default;
 };
 

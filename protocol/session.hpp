@@ -244,10 +244,19 @@ class session {
   // Starts a session over `transport`. Throws std::system_error(errc::invalid_config) for a config
   // that does not validate (a programming error, not a network outcome).
   template <class AsyncStream>
-  session(AsyncStream&& transport, role r, const config& cfg = {}) {
+  session(AsyncStream&& transport, role r, const config& cfg = {}) : session(std::move(transport), r, cfg, {}) {}
+  // With a shared ring both sides agreed on (shared_ring.hpp): we write it when `ring.sending`,
+  // else we read it.
+  struct ring_use {
+    std::shared_ptr<shared_ring> ring;
+    bool sending = false;
+  };
+  template <class AsyncStream>
+  session(AsyncStream&& transport, role r, const config& cfg, ring_use ring) {
     const char* what = nullptr;
     if (auto ec = cfg.validate(&what)) throw std::system_error(ec, what);
     core_ = std::make_shared<detail::session_over<std::decay_t<AsyncStream>>>(std::move(transport), r, cfg);
+    if (ring.ring) core_->use_shared_ring(std::move(ring.ring), ring.sending);
     core_->start();
   }
   session(session&&) noexcept = default;
@@ -271,6 +280,8 @@ class session {
   // The latest measured round trip (zero until the first ping reply).
   clock::duration rtt() const { return core_ ? core_->rtt() : clock::duration{}; }
   role session_role() const { return core_->session_role(); }
+  // Payload bytes that went through the shared ring (0 without one).
+  std::uint64_t ring_payload_bytes() const { return core_ ? core_->ring_payload_bytes() : 0; }
 
   // Opens a stream. Its SYN goes out with its first data, or alone if there is none yet.
   stream open(std::error_code& ec) {

@@ -32,6 +32,11 @@ struct HandshakeRequest {
   version @0 :UInt32;            # 1 for this contract; 0 (unset) is a malformed request
   token @1 :Text;                # shared secret; empty when the master has none
   socket @2 :SocketDefinition;   # required
+  sharedRing @3 :Bool;           # over a Unix socket only: the request's first byte carries (as
+                                 # SCM_RIGHTS) a memfd sealed against shrinking, 4 KiB of control
+                                 # and then a ring through which the service would send bulk
+                                 # payload (protocol/shared_ring.hpp); the master says in
+                                 # Accepted.sharedRing whether it reads it
 }
 
 # The public socket the master should listen on (or share) for this service.
@@ -69,6 +74,9 @@ struct HandshakeResponse {
 struct Accepted {
   registrationId @0 :UInt64;     # names this registration in the master's logs and admin API
   boundAddress @1 :Text;         # the public listener's address and actual port, e.g. "[::]:8000"
+  sharedRing @2 :Bool;           # the master maps the offered ring: the service may send RingData
+                                 # frames (yamux type 0x80, a Data frame whose payload is the
+                                 # ring's next span); false = ordinary Data frames only
 }
 
 # The registration failed; the master closes the connection after this message.

@@ -14,9 +14,11 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "protocol/fd_passing.hpp"
 #include "protocol/handshake.hpp"
 #include "protocol/host_port.hpp"
 #include "protocol/relay.hpp"
+#include "protocol/shared_ring.hpp"
 
 namespace socketmaster::server {
 
@@ -92,10 +94,15 @@ asio::awaitable<void> reject(const state_ptr& st, Socket& sock, const std::strin
   sock.shutdown(asio::socket_base::shutdown_send, ec);
 }
 
-// Reads exactly one handshake message: first the segment table, then the rest, never a byte more
-// (what follows on this connection is yamux).
 template <class Socket>
-asio::awaitable<std::pair<std::vector<std::byte>, std::string>> read_handshake(const state_ptr& st, Socket& sock) {
+constexpr bool is_unix = std::is_same_v<Socket, asio::local::stream_protocol::socket>;
+
+// Reads exactly one handshake message: first the segment table, then the rest, never a byte more
+// (what follows on this connection is yamux). On a Unix socket the first bytes may bring a
+// descriptor (a shared ring's memfd, HandshakeRequest.sharedRing): it lands in `ring_fd`.
+template <class Socket>
+asio::awaitable<std::pair<std::vector<std::byte>, std::string>> read_handshake(const state_ptr& st, Socket& sock,
+                                                                               owned_fd& ring_fd) {
   // The buffer grows with the bytes that actually arrive, a chunk at a time: a segment table that
   // announces a 1 MiB message costs nothing until the bytes come. (It used to be resized to the
   // announced size at once, zero-filled: each slowloris client sending 8 bytes then nothing held
@@ -108,12 +115,34 @@ asio::awaitable<std::pair<std::vector<std::byte>, std::string>> read_handshake(c
     const std::size_t have = msg.size();
     if (msg.capacity() < want) msg.reserve(want);  // address space only; pages are touched as filled
     msg.resize(std::min(want, have + chunk));
-    auto result = co_await (asio::async_read(sock, asio::buffer(msg.data() + have, msg.size() - have), use_tuple) ||
-                            deadline.async_wait(use_tuple));
-    if (result.index() == 1) co_return std::pair{std::vector<std::byte>{}, std::string("timeout")};
-    auto [ec, n] = std::get<0>(result);
-    if (ec) co_return std::pair{std::vector<std::byte>{}, std::string("closed")};
-    if (msg.size() < want) continue;  // the rest of what is known to belong to the message
+    bool received = false;
+    if constexpr (is_unix<Socket>) {
+      if (have == 0) {
+        // The first bytes by recvmsg, which keeps a descriptor that travels with them (a plain read
+        // would have the kernel close it); the rest as usual.
+        auto ready = co_await (sock.async_wait(asio::socket_base::wait_read, use_tuple) || deadline.async_wait(use_tuple));
+        if (ready.index() == 1) co_return std::pair{std::vector<std::byte>{}, std::string("timeout")};
+        std::error_code ec = std::get<0>(std::get<0>(ready));
+        std::size_t n = 0;
+        if (!ec) n = receive_with_fd(sock.native_handle(), msg, ring_fd, ec);
+        if (ec == std::errc::resource_unavailable_try_again) {
+          msg.clear();
+          continue;
+        }
+        if (ec || n == 0) co_return std::pair{std::vector<std::byte>{}, std::string("closed")};
+        msg.resize(n);
+        if (msg.size() < want) continue;
+        received = true;
+      }
+    }
+    if (!received) {
+      auto result = co_await (asio::async_read(sock, asio::buffer(msg.data() + have, msg.size() - have), use_tuple) ||
+                              deadline.async_wait(use_tuple));
+      if (result.index() == 1) co_return std::pair{std::vector<std::byte>{}, std::string("timeout")};
+      auto [ec, n] = std::get<0>(result);
+      if (ec) co_return std::pair{std::vector<std::byte>{}, std::string("closed")};
+      if (msg.size() < want) continue;  // the rest of what is known to belong to the message
+    }
     const auto size = message_size(msg, st->cfg.max_handshake_bytes);
     switch (size.what) {
       case message_size_result::kind::error:
@@ -150,7 +179,8 @@ class handshake_slot {
 template <class Socket>
 asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer) {
   handshake_slot slot(st);
-  auto [bytes, problem] = co_await read_handshake(st, sock);
+  owned_fd ring_fd;
+  auto [bytes, problem] = co_await read_handshake(st, sock, ring_fd);
   if (problem == "closed") {
     st->log.info("control ", peer, ": closed before completing a handshake");
     co_return;
@@ -193,19 +223,38 @@ asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer)
     co_return;
   }
   const auto id = reg.registration_id;
-  const auto bytes_out = encode(handshake_response{handshake_accepted{id, reg.bound_address}});
+  std::shared_ptr<yamux::shared_ring> ring;
+  std::string no_ring;  // why an offered ring is not used
+  if (request.shared_ring) {
+    if (!ring_fd)
+      no_ring = is_unix<Socket> ? "no descriptor came with the handshake" : "a ring needs a Unix control connection";
+    else if (st->cfg.max_shared_ring_bytes == 0)
+      no_ring = "--max-shared-ring-bytes is 0";
+    else
+      ring = yamux::shared_ring::attach(ring_fd.release(), st->cfg.max_shared_ring_bytes, no_ring);
+  }
+  ring_fd.reset();
+  const auto bytes_out = encode(handshake_response{handshake_accepted{id, reg.bound_address, ring != nullptr}});
   auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(bytes_out), use_tuple);
   if (wec) {
     st->reg.abandon(id);
     co_return;
   }
-  st->log.info("registration ", id, " from ", peer, ": ", describe(request.socket), " on ", reg.bound_address);
+  st->log.info("registration ", id, " from ", peer, ": ", describe(request.socket), " on ", reg.bound_address,
+               ring ? ", bulk payload through a shared ring of " + std::to_string(ring->capacity() >> 10) + " KiB" : "");
+  if (!no_ring.empty()) {
+    // Turned off here is a choice, not a problem with what the service sent.
+    if (st->cfg.max_shared_ring_bytes == 0)
+      st->log.info("registration ", id, ": its shared ring is not used (payload goes over the socket): ", no_ring);
+    else
+      st->log.warn("registration ", id, ": its shared ring is not used (payload goes over the socket): ", no_ring);
+  }
   slot.release();
   // The master opens every stream and accepts none: a stream a service opens is refused at once,
   // with its data, rather than waiting in a backlog nobody drains (256 of them × a 256 KiB window).
   yamux::config session_cfg = st->cfg.yamux;
   session_cfg.accept_backlog = 0;
-  yamux::session session(std::move(sock), yamux::role::client, session_cfg);
+  yamux::session session(std::move(sock), yamux::role::client, session_cfg, {std::move(ring), false});
   st->reg.attach(id, session);
   auto [reason] = co_await session.async_wait_closed(use_tuple);
   st->reg.detach(id);

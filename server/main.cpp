@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
                  "Send buffer (bytes) asked of the kernel per Unix control connection; 0 = the kernel's default")
       ->capture_default_str()
       ->check(count_option);
+  app.add_option("--max-shared-ring-bytes", cfg.max_shared_ring_bytes,
+                 "Largest shared-memory ring mapped per same-host service for its bulk payload; 0 = none")
+      ->capture_default_str()
+      ->check(count_option);
   app.add_option("--grace", grace_seconds, "Seconds a route outlives its last service, queueing requests")
       ->envname("SOCKETMASTER_GRACE")
       ->capture_default_str()

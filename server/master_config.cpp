@@ -36,6 +36,7 @@ std::string master_config::validate() const {
   if (max_header_bytes < 1024) return "the header size limit must be at least 1024 bytes";
   if (max_headers == 0) return "the header count limit must be positive";
   if (unix_send_buffer > max_unix_send_buffer) return "the Unix send buffer must be at most 1 GiB";
+  if (max_shared_ring_bytes > max_unix_send_buffer) return "the shared ring limit must be at most 1 GiB";
   const char* what = nullptr;
   if (yamux.validate(&what)) return std::string("yamux: ") + what;
   return {};

@@ -22,6 +22,11 @@ struct master_config {
   // (208 KiB), with which a bulk upload wakes the master and the service every 200 KiB. Loopback
   // TCP grows its buffer by itself. Kernel memory, used only while bytes wait.
   std::size_t unix_send_buffer = 1 << 20;
+  // The largest shared ring (protocol/shared_ring.hpp) the master maps for a service on a Unix
+  // control connection; a service offering a larger one sends its payload over the socket. The
+  // memory is the service's (its memfd); the master's address space holds it while the service is
+  // registered, and its pages are only touched as bulk payload passes. 0 maps none.
+  std::size_t max_shared_ring_bytes = std::size_t{64} << 20;
   // Shared secret services must present; empty = none.
   std::string token;
   // Without a token the control port must be loopback or a Unix socket, unless this is set.

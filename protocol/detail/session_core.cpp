@@ -54,6 +54,12 @@ session_core::~session_core() {
   }
 }
 
+void session_core::use_shared_ring(std::shared_ptr<shared_ring> ring, bool sending) {
+  ring_ = std::move(ring);
+  ring_sending_ = sending;
+  if (ring_ && !sending) reader_.accept_ring_frames();
+}
+
 void session_core::start() {
   auto self = shared_from_this();
   asio::co_spawn(executor_, [self]() -> asio::awaitable<void> { co_await self->housekeeping(); },
@@ -605,7 +611,9 @@ std::size_t session_core::on_input(std::span<const std::byte> in) {
   if (closed_)
     sink_piece_count_ = 0;  // the streams are gone
   else
-    flush_sink_pieces();  // the pieces lie in `in`
+    flush_sink_pieces();  // the pieces lie in `in` and in the ring
+  // Every span of the ring taken in this input has been sent, copied or dropped by now.
+  if (ring_ && !ring_sending_) ring_->release();
   // Reads that payload went straight into complete now, once per transport read rather than once
   // per frame: the reader gets everything that arrived, and its next read finds the next batch.
   for (const std::uint32_t id : filled_reads_)
@@ -678,10 +686,23 @@ void session_core::on_read_error(std::error_code ec) {
 }
 
 void session_core::handle_header(const frame_header& h) {
-  if (sink_piece_count_ > 0 && (h.type != frame_type::data || h.stream_id != sink_stream_ || h.flags != 0))
+  const bool carries_payload = h.type == frame_type::data || h.type == frame_type::ring_data;
+  if (sink_piece_count_ > 0 && (!carries_payload || h.stream_id != sink_stream_ || h.flags != 0))
     flush_sink_pieces();
+  // A RingData frame's bytes are the ring's next span whatever becomes of its stream: the writer
+  // placed them there, so the reader's position must move past them in every case.
+  std::span<const std::byte> ring_bytes;
+  if (h.type == frame_type::ring_data) {
+    if (h.length > ring_->capacity()) {
+      fail(make_error_code(errc::protocol_error), go_away_code::protocol_error);
+      return;
+    }
+    ring_bytes = ring_->take(h.length);
+    ring_payload_bytes_ += h.length;
+  }
   switch (h.type) {
     case frame_type::data:
+    case frame_type::ring_data:
     case frame_type::window_update: {
       if (h.has(flags::syn)) {
         incoming_syn(h);
@@ -694,7 +715,7 @@ void session_core::handle_header(const frame_header& h) {
         fail(make_error_code(errc::unknown_stream), go_away_code::protocol_error);
         return;
       }
-      if (h.type == frame_type::data) {
+      if (carries_payload) {
         payload_stream_ = 0;
         if (!s) return;  // unknown or refused stream: its payload is skipped
         if (h.length > s->recv_window) {
@@ -707,6 +728,10 @@ void session_core::handle_header(const frame_header& h) {
           // FIN and RST take effect after the payload they travel with.
           payload_flags_ = h.flags & (flags::fin | flags::rst);
           handle_stream_flags(*s, h.flags & ~(flags::fin | flags::rst));
+          if (h.type == frame_type::ring_data) {
+            // The whole payload is here: handled as a Data frame's last chunk.
+            handle_payload(h.stream_id, ring_bytes);
+          }
           return;
         }
         handle_stream_flags(*s, h.flags);
@@ -959,7 +984,10 @@ void session_core::emit_data_frame(stream_state& s, std::size_t& batch_bytes) {
       {config_.max_frame_payload, s.send_window, s.write_total - s.write_offset});
   const std::uint16_t f = s.pending_flags & (flags::syn | flags::ack);
   s.pending_flags &= static_cast<std::uint16_t>(~(flags::syn | flags::ack));
-  push_header({protocol_version, frame_type::data, f, s.id, static_cast<std::uint32_t>(n)});
+  // Through the shared ring when there is room: one copy here instead of the two through the socket.
+  std::byte* slot = ring_sending_ && n >= shared_ring::min_payload ? ring_->reserve(n) : nullptr;
+  push_header({protocol_version, slot ? frame_type::ring_data : frame_type::data, f, s.id, static_cast<std::uint32_t>(n)});
+  if (slot) ring_payload_bytes_ += n;
   std::size_t skip = s.write_offset;
   std::size_t left = n;
   for (std::size_t i = 0; i < s.write_buf_count && left > 0; ++i) {
@@ -969,7 +997,13 @@ void session_core::emit_data_frame(stream_state& s, std::size_t& batch_bytes) {
       continue;
     }
     const std::size_t k = std::min(b.size() - skip, left);
-    batch_out_->push_back(asio::const_buffer(static_cast<const std::byte*>(b.data()) + skip, k));
+    const auto* from = static_cast<const std::byte*>(b.data()) + skip;
+    if (slot) {
+      std::memcpy(slot, from, k);
+      slot += k;
+    } else {
+      batch_out_->push_back(asio::const_buffer(from, k));
+    }
     skip = 0;
     left -= k;
   }

@@ -24,6 +24,7 @@
 #include "../config.hpp"
 #include "../frame.hpp"
 #include "../payload_sink.hpp"
+#include "../shared_ring.hpp"
 #include "byte_ring.hpp"
 #include "pending_op.hpp"
 
@@ -113,6 +114,11 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   role session_role() const { return role_; }
 
   // --- used by the session handle ---
+  // Before start(): Data frames of at least shared_ring::min_payload go through `ring` (we write
+  // it) or arrive through it (we read it). Both sides must have agreed on it (the handshake).
+  void use_shared_ring(std::shared_ptr<shared_ring> ring, bool sending);
+  // Payload bytes that went through the shared ring, sent or received.
+  std::uint64_t ring_payload_bytes() const { return ring_payload_bytes_; }
   void start();
   stream_state* open(std::error_code& ec);
   void add_accept_op(accept_op* op);
@@ -239,6 +245,9 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   std::size_t window_growth_ = 0;  // sum over streams of recv_window_size - initial
 
   frame_reader reader_;
+  std::shared_ptr<shared_ring> ring_;
+  bool ring_sending_ = false;
+  std::uint64_t ring_payload_bytes_ = 0;
   std::uint32_t payload_stream_ = 0;  // stream the current Data payload belongs to, 0 = discard
   std::uint16_t payload_flags_ = 0;   // FIN/RST of the current Data frame, applied after its payload
   // Payload for a stream's sink, gathered over consecutive Data frames of one input and offered

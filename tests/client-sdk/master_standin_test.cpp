@@ -183,7 +183,7 @@ TEST_CASE("against the hashicorp/yamux + capnp stand-in: 1,000 concurrent echo s
   REQUIRE(r.lines.size() >= 2);
   // Our handshake, as the capnp tool decoded it.
   CHECK(r.lines[0] == "request (version = 1, token = <13 bytes>, socket = (address = \"127.0.0.1\", port = 0, "
-                      "proxyProtocol = true))");
+                      "proxyProtocol = true), sharedRing = false)");
   CHECK(r.lines.back() == "OK streams=1000 echoed=" + std::to_string(streams * 16384) + " bulk=" + std::to_string(bulk));
   CHECK(r.status.success());
   CHECK(log.problems.empty());

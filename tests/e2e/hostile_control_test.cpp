@@ -8,7 +8,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -24,7 +26,10 @@
 #include <string>
 #include <vector>
 
+#include "protocol/fd_passing.hpp"
 #include "protocol/handshake.hpp"
+#include "protocol/host_port.hpp"
+#include "protocol/shared_ring.hpp"
 #include "tests/e2e/e2e_support.hpp"
 
 using namespace socketmaster::e2e;
@@ -338,4 +343,108 @@ TEST_CASE("--max-pending-handshakes: at the limit new clients wait in the backlo
   CHECK(waited < 5000);
   CHECK(ms(timed_get(r.port, "/late")) < 1000);
   for (auto& c : slow) CHECK(classify(c->read_to_eof(5s), nullptr) == outcome::rejected_bad_request);
+}
+
+namespace {
+
+// A blocking connection to the master's same-host (abstract Unix) socket.
+int connect_same_host(const std::string& control) {
+  const std::string name = socketmaster::same_host_socket_name(control);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  REQUIRE(name.size() <= sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, name.data(), name.size());  // leading NUL: abstract
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size())) == 0);
+  return fd;
+}
+
+// Sends `request` on `fd` (with `ring_fd` on its first byte when >= 0) and reads the answer.
+socketmaster::handshake_accepted accepted_answer(int fd, const handshake_request& request, int ring_fd) {
+  const auto bytes = socketmaster::encode(request);
+  std::size_t sent = 0;
+  if (ring_fd >= 0) {
+    std::error_code ec;
+    sent = socketmaster::send_with_fd(fd, bytes, ring_fd, ec);
+    REQUIRE_FALSE(ec);
+  }
+  REQUIRE(::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size() - sent));
+  std::vector<std::byte> answer;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10'000) == 1);
+    std::byte buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    REQUIRE(n > 0);
+    answer.insert(answer.end(), buf, buf + n);
+    const auto size = socketmaster::message_size(answer, socketmaster::max_handshake_bytes);
+    REQUIRE(size.what != socketmaster::message_size_result::kind::error);
+    if (size.what == socketmaster::message_size_result::kind::complete && answer.size() >= size.total_bytes) {
+      answer.resize(size.total_bytes);
+      break;
+    }
+  }
+  handshake_response response;
+  REQUIRE(socketmaster::decode_response(answer, response).ok());
+  const auto* accepted = std::get_if<socketmaster::handshake_accepted>(&response);
+  REQUIRE(accepted);
+  return *accepted;
+}
+
+handshake_request ring_request() {
+  handshake_request r;
+  r.socket.address = "127.0.0.1";
+  r.socket.port = 0;
+  r.shared_ring = true;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a shared ring the master cannot trust is not mapped: the registration stands, with its payload on the socket") {
+  master_process m;
+  const std::string control = m.control();
+  SUBCASE("an unsealed memfd, which its sender could shrink under the master's mapping") {
+    const int ring = ::memfd_create("hostile", MFD_CLOEXEC);
+    REQUIRE(ring >= 0);
+    REQUIRE(::ftruncate(ring, 4096 + 1024 * 1024) == 0);
+    const int fd = connect_same_host(control);
+    CHECK_FALSE(accepted_answer(fd, ring_request(), ring).shared_ring);
+    m.wait_for_log("its shared ring is not used (payload goes over the socket): it is not sealed against shrinking");
+    ::close(ring);
+    ::close(fd);
+  }
+  SUBCASE("a descriptor that is no memfd at all") {
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    const int fd = connect_same_host(control);
+    CHECK_FALSE(accepted_answer(fd, ring_request(), p[0]).shared_ring);
+    m.wait_for_log("it is not a memfd that can be sealed");
+    ::close(p[0]);
+    ::close(p[1]);
+    ::close(fd);
+  }
+  SUBCASE("the flag without a descriptor") {
+    const int fd = connect_same_host(control);
+    CHECK_FALSE(accepted_answer(fd, ring_request(), -1).shared_ring);
+    m.wait_for_log("no descriptor came with the handshake");
+    ::close(fd);
+  }
+  SUBCASE("over TCP, where no descriptor can travel") {
+    const int fd = connect_nonblocking(port_of(control));
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    CHECK_FALSE(accepted_answer(fd, ring_request(), -1).shared_ring);
+    m.wait_for_log("a ring needs a Unix control connection");
+    ::close(fd);
+  }
+  SUBCASE("a sound ring is mapped") {
+    std::error_code ec;
+    auto ring = socketmaster::yamux::shared_ring::create(1 << 20, ec);
+    REQUIRE(ring);
+    const int fd = connect_same_host(control);
+    CHECK(accepted_answer(fd, ring_request(), ring->fd()).shared_ring);
+    m.wait_for_log("bulk payload through a shared ring of 1024 KiB");
+    ::close(fd);
+  }
 }

@@ -100,6 +100,7 @@ handshake_request full_request() {
   r.socket.tls = tls_certificate{"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
                                  "-----BEGIN PRIVATE KEY-----\nMC4C\n-----END PRIVATE KEY-----\n"};
   r.socket.proxy_protocol = true;
+  r.shared_ring = true;
   return r;
 }
 
@@ -156,11 +157,13 @@ TEST_CASE("every port and the proxy flag survive the round trip") {
   }
 }
 
-TEST_CASE("an accepted response round-trips") {
-  const handshake_response in = handshake_accepted{0xFEDCBA9876543210, "[::]:8000"};
-  handshake_response out;
-  REQUIRE(decode_response(encode(in), out).ok());
-  CHECK(out == in);
+TEST_CASE("an accepted response round-trips, with and without the shared ring") {
+  for (const bool ring : {false, true}) {
+    const handshake_response in = handshake_accepted{0xFEDCBA9876543210, "[::]:8000", ring};
+    handshake_response out;
+    REQUIRE(decode_response(encode(in), out).ok());
+    CHECK(out == in);
+  }
 }
 
 TEST_CASE("a rejected response round-trips with every code") {
@@ -478,8 +481,10 @@ TEST_CASE("the capnp tool reads what we encode") {
   CHECK(request.find("port = 8443") != std::string::npos);
   CHECK(request.find(R"(pathPrefix = "/api")") != std::string::npos);
   CHECK(request.find("proxyProtocol = true") != std::string::npos);
-  const auto accepted = capnp_decode("HandshakeResponse", encode(handshake_response{handshake_accepted{42, "0.0.0.0:1"}}));
+  CHECK(request.find("sharedRing = true") != std::string::npos);
+  const auto accepted = capnp_decode("HandshakeResponse", encode(handshake_response{handshake_accepted{42, "0.0.0.0:1", true}}));
   CHECK(accepted.find("accepted = (registrationId = 42") != std::string::npos);
+  CHECK(accepted.find("sharedRing = true") != std::string::npos);
   const auto rejected = capnp_decode(
       "HandshakeResponse", encode(handshake_response{handshake_rejected{rejection_code::bind_failed, "in use"}}));
   CHECK(rejected.find("code = bindFailed") != std::string::npos);
@@ -492,6 +497,10 @@ TEST_CASE("responses encoded from text by the capnp tool decode") {
   CHECK(out == handshake_response{handshake_rejected{rejection_code::unauthorized, "bad token"}});
   REQUIRE(decode_response(capnp_encode("HandshakeResponse", "(accepted = (registrationId = 5))"), out).ok());
   CHECK(out == handshake_response{handshake_accepted{5, ""}});
+  // An older master's answer has no sharedRing: the service sends no RingData frames.
+  CHECK_FALSE(std::get<handshake_accepted>(out).shared_ring);
+  REQUIRE(decode_response(capnp_encode("HandshakeResponse", "(accepted = (registrationId = 6, sharedRing = true))"), out).ok());
+  CHECK(out == handshake_response{handshake_accepted{6, "", true}});
 }
 
 TEST_CASE("read_token_file: the first line without trailing spaces or CR; an empty, missing or oversized token is an error") {

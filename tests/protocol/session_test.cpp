@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "tests/support/run_coroutine.hpp"
+#include "tests/support/stream_helpers.hpp"
 
 using namespace socketmaster;
 using namespace socketmaster::yamux;
@@ -67,28 +68,9 @@ session_pair make_sessions(asio::io_context& io, config client_cfg = {}, config 
   return {session(std::move(a), role::client, client_cfg), session(std::move(b), role::server, server_cfg)};
 }
 
-std::vector<std::byte> pattern(std::size_t n, unsigned seed = 1) {
-  std::vector<std::byte> v(n);
-  std::uint32_t x = seed * 2654435761u + 1;
-  for (auto& b : v) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    b = std::byte(x);
-  }
-  return v;
-}
+using test::pattern;
 
-// Reads until EOF; returns what was read and the error that ended it (eof expected).
-asio::awaitable<std::pair<std::vector<std::byte>, std::error_code>> read_all(stream& s) {
-  std::vector<std::byte> out;
-  std::vector<std::byte> buf(70000);
-  for (;;) {
-    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), use_tuple);
-    out.insert(out.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
-    if (ec) co_return std::pair{std::move(out), ec};
-  }
-}
+using test::read_all;
 
 // The next stream `server` accepts (the test stops if the accept fails): a named stream, for tests
 // whose lambdas use it (clang 14 cannot capture structured bindings).
