@@ -2,6 +2,7 @@
 #include "shared_ring.hpp"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 namespace socketmaster::yamux {
 
@@ -100,12 +102,52 @@ std::byte* shared_ring::reserve(std::size_t n) {
   return base_ + control_bytes + start % capacity_;
 }
 
+bool shared_ring::trim() {
+  if (std::atomic_ref(published()).load(std::memory_order_acquire) != position_) return false;
+  // Nothing is in use, so the reader reads none of these pages until we write them again; a hole
+  // reads as zeros, never as a fault.
+  return ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(control_bytes),
+                     static_cast<off_t>(capacity_)) == 0;
+}
+
 std::span<const std::byte> shared_ring::take(std::size_t n) {
   const std::uint64_t start = ring_place(position_, n, capacity_);
   position_ = start + n;
   return {base_ + control_bytes + start % capacity_, n};
 }
 
-void shared_ring::release() { std::atomic_ref(published()).store(position_, std::memory_order_release); }
+void shared_ring::release() {
+  settled_ = position_;
+  publish();
+}
+
+void shared_ring::publish() {
+  const std::uint64_t upto = held_.empty() ? settled_ : std::min(settled_, held_.front().start);
+  std::atomic_ref(published()).store(upto, std::memory_order_release);
+}
+
+std::uint64_t shared_ring::hold(std::span<const std::byte> span) {
+  // The span is among those taken since the last release(), so within the last lap: its offset
+  // names its position.
+  const auto offset = static_cast<std::uint64_t>(span.data() - (base_ + control_bytes));
+  std::uint64_t start = position_ - position_ % capacity_ + offset;
+  if (start + span.size() > position_) start -= capacity_;
+  // Held in take order: a later hold of an earlier span (a stream's remainder after another's) is
+  // placed where it belongs.
+  auto it = held_.end();
+  while (it != held_.begin() && std::prev(it)->start > start) --it;
+  held_.insert(it, {start, false});
+  return start;
+}
+
+void shared_ring::unhold(std::uint64_t token) {
+  for (auto& h : held_)
+    if (h.start == token && !h.done) {
+      h.done = true;
+      break;
+    }
+  while (!held_.empty() && held_.front().done) held_.pop_front();
+  publish();
+}
 
 }  // namespace socketmaster::yamux

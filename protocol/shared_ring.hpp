@@ -21,10 +21,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
+
+#include "detail/byte_ring.hpp"
 
 namespace socketmaster::yamux {
 
@@ -33,7 +37,7 @@ namespace socketmaster::yamux {
 // that would is placed at the start of the next lap.
 std::uint64_t ring_place(std::uint64_t pos, std::size_t n, std::size_t capacity);
 
-class shared_ring {
+class shared_ring final : public detail::span_owner {
  public:
   // The first page holds the reader's published position; the ring's bytes follow it.
   static constexpr std::size_t control_bytes = 4096;
@@ -60,10 +64,26 @@ class shared_ring {
   // Writer: the place for the next n bytes (n <= capacity), or null when the reader has not yet
   // released enough of the ring; the bytes count as sent once the caller has filled them.
   std::byte* reserve(std::size_t n);
+  // Writer: when the reader has released everything, gives the ring's pages back to the system
+  // (they are committed again as payload next passes); true if it did. Without this a service
+  // would keep the whole ring resident after its first bulk body.
+  bool trim();
   // Reader: the next n bytes, placed as the writer placed them. n must be at most capacity().
   std::span<const std::byte> take(std::size_t n);
-  // Reader: the writer may reuse everything taken so far.
+  // Reader: the writer may reuse everything taken so far, except spans still held.
   void release();
+  // Reader: keeps `span` (from take(), since the last release()) from being released until
+  // unhold(token) with the returned token: a stream buffer waiting for a slow client refers to the
+  // ring instead of copying. Holding delays the reuse of everything taken after it as well.
+  std::uint64_t hold(std::span<const std::byte> span);
+  void unhold(std::uint64_t token) override;
+  bool contains(const std::byte* p) const { return p >= base_ + control_bytes && p < base_ + control_bytes + capacity_; }
+  // Reader: bytes from the oldest span held to the read position (0 when none is held).
+  std::size_t held_bytes() const { return held_.empty() ? 0 : static_cast<std::size_t>(position_ - held_.front().start); }
+  // Reader: the token of the oldest span held, if any.
+  std::optional<std::uint64_t> oldest_hold() const {
+    return held_.empty() ? std::nullopt : std::optional<std::uint64_t>(held_.front().start);
+  }
 
  private:
   shared_ring(int fd, std::byte* base, std::size_t capacity);
@@ -73,6 +93,15 @@ class shared_ring {
   std::byte* base_;  // the mapping: control page, then the ring
   std::size_t capacity_;
   std::uint64_t position_ = 0;  // the writer's or the reader's own position
+  // Reader: the position at the last release(); an unhold() between two never publishes more, as
+  // spans taken since may still be on their way to a client.
+  std::uint64_t settled_ = 0;
+  struct held_span {
+    std::uint64_t start;
+    bool done;
+  };
+  std::deque<held_span> held_;  // in take order
+  void publish();
 };
 
 }  // namespace socketmaster::yamux

@@ -258,7 +258,9 @@ asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer)
   st->reg.attach(id, session);
   auto [reason] = co_await session.async_wait_closed(use_tuple);
   st->reg.detach(id);
-  st->log.info("registration ", id, " ended: ", reason.message());
+  const auto through_ring = session.ring_payload_bytes();
+  st->log.info("registration ", id, " ended: ", reason.message(),
+               through_ring ? "; " + std::to_string(through_ring >> 20) + " MiB of its payload came through the shared ring" : "");
 }
 
 template <class Acceptor>

@@ -9,10 +9,18 @@ namespace socketmaster::yamux::detail {
 
 struct byte_ring::block {
   block* next;
-  std::uint32_t size;   // bytes of storage after this header
+  std::uint32_t size;   // bytes of storage after this header (for a held block: the span's size)
   std::uint32_t begin;  // the first unread byte
   std::uint32_t end;    // one past the last byte written
+  bool held;            // the bytes are elsewhere: a held_span follows this header instead
   std::byte* bytes() { return reinterpret_cast<std::byte*>(this + 1); }
+  struct held_span {
+    const std::byte* data;
+    span_owner* owner;
+    std::uint64_t token;
+  };
+  held_span& span() { return *reinterpret_cast<held_span*>(this + 1); }
+  const std::byte* data() { return held ? span().data : bytes(); }
 };
 
 namespace {
@@ -66,9 +74,10 @@ bool keep_spare(Stack& s, void* p) {
 }  // namespace
 
 byte_ring::byte_ring(byte_ring&& other) noexcept
-    : head_(other.head_), tail_(other.tail_), size_(other.size_), capacity_(other.capacity_) {
+    : head_(other.head_), tail_(other.tail_), size_(other.size_), capacity_(other.capacity_),
+      external_blocks_(other.external_blocks_) {
   other.head_ = other.tail_ = nullptr;
-  other.size_ = other.capacity_ = 0;
+  other.size_ = other.capacity_ = other.external_blocks_ = 0;
 }
 
 byte_ring& byte_ring::operator=(byte_ring&& other) noexcept {
@@ -78,8 +87,9 @@ byte_ring& byte_ring::operator=(byte_ring&& other) noexcept {
     tail_ = other.tail_;
     size_ = other.size_;
     capacity_ = other.capacity_;
+    external_blocks_ = other.external_blocks_;
     other.head_ = other.tail_ = nullptr;
-    other.size_ = other.capacity_ = 0;
+    other.size_ = other.capacity_ = other.external_blocks_ = 0;
   }
   return *this;
 }
@@ -90,24 +100,41 @@ void byte_ring::append(std::span<const std::byte> bytes) {
       const std::size_t size = head_ ? block_size : first_block_size;
       void* p = size == first_block_size ? take_spare(spares.small) : take_spare(spares.large);
       if (!p) p = ::operator new(sizeof(block) + size);
-      block* b = ::new (p) block{nullptr, static_cast<std::uint32_t>(size), 0, 0};
+      block* b = ::new (p) block{nullptr, static_cast<std::uint32_t>(size), 0, 0, false};
       (tail_ ? tail_->next : head_) = b;
       tail_ = b;
       capacity_ += size;
     }
     const std::size_t n = std::min<std::size_t>(bytes.size(), tail_->size - tail_->end);
-    std::memcpy(tail_->bytes() + tail_->end, bytes.data(), n);
+    std::memcpy(tail_->bytes() + tail_->end, bytes.data(), n);  // a held tail is full: never here
     tail_->end += static_cast<std::uint32_t>(n);
     size_ += n;
     bytes = bytes.subspan(n);
   }
 }
 
+void byte_ring::append_held(std::span<const std::byte> bytes, span_owner& owner, std::uint64_t token) {
+  const auto n = static_cast<std::uint32_t>(bytes.size());
+  block* b = ::new (::operator new(sizeof(block) + sizeof(block::held_span))) block{nullptr, n, 0, n, true};
+  b->span() = {bytes.data(), &owner, token};
+  (tail_ ? tail_->next : head_) = b;
+  tail_ = b;
+  size_ += n;
+  ++external_blocks_;
+}
+
+void byte_ring::internalize() {
+  if (external_blocks_ == 0) return;
+  byte_ring copy;
+  for (block* b = head_; b; b = b->next) copy.append({b->data() + b->begin, b->end - b->begin});
+  *this = std::move(copy);  // clear() lets the held spans go
+}
+
 std::size_t byte_ring::peek(std::span<std::byte> out) const {
   std::size_t n = 0;
   for (block* b = head_; b && n < out.size(); b = b->next) {
     const std::size_t k = std::min<std::size_t>(out.size() - n, b->end - b->begin);
-    std::memcpy(out.data() + n, b->bytes() + b->begin, k);
+    std::memcpy(out.data() + n, b->data() + b->begin, k);
     n += k;
   }
   return n;
@@ -122,7 +149,7 @@ std::size_t byte_ring::read(std::span<std::byte> out) {
 std::size_t byte_ring::contents(std::span<std::span<const std::byte>> out) const {
   std::size_t count = 0;
   for (block* b = head_; b && count < out.size(); b = b->next)
-    if (b->end > b->begin) out[count++] = std::span<const std::byte>(b->bytes() + b->begin, b->end - b->begin);
+    if (b->end > b->begin) out[count++] = std::span<const std::byte>(b->data() + b->begin, b->end - b->begin);
   return count;
 }
 
@@ -140,6 +167,13 @@ void byte_ring::pop_front() {
   block* b = head_;
   head_ = b->next;
   if (!head_) tail_ = nullptr;
+  if (b->held) {
+    --external_blocks_;
+    const auto span = b->span();
+    ::operator delete(b);
+    span.owner->unhold(span.token);
+    return;
+  }
   capacity_ -= b->size;
   const bool kept = b->size == first_block_size ? keep_spare(spares.small, b) : keep_spare(spares.large, b);
   if (!kept) ::operator delete(b);

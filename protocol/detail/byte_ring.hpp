@@ -13,6 +13,16 @@
 
 namespace socketmaster::yamux::detail {
 
+// Owns memory a byte_ring refers to without copying it (the session's shared ring): told when the
+// ring no longer needs a span it was handed.
+class span_owner {
+ public:
+  virtual void unhold(std::uint64_t token) = 0;
+
+ protected:
+  ~span_owner() = default;
+};
+
 class byte_ring {
  public:
   // The first block of a ring holds this many bytes (most rings hold a request head for a moment),
@@ -33,6 +43,12 @@ class byte_ring {
   std::size_t capacity() const { return capacity_; }
 
   void append(std::span<const std::byte> bytes);
+  // Queues `bytes` where they lie, without a copy: `owner` keeps them valid until the ring is done
+  // with them (read, dropped, cleared or internalized), and then hears owner.unhold(token).
+  void append_held(std::span<const std::byte> bytes, span_owner& owner, std::uint64_t token);
+  // Whether some of the bytes are held elsewhere (append_held), and copying them in to let them go.
+  bool holds_external() const { return external_blocks_ > 0; }
+  void internalize();
   // Copies up to out.size() bytes out and removes them; returns how many.
   std::size_t read(std::span<std::byte> out);
   // Copies up to out.size() bytes out and leaves them; returns how many.
@@ -52,6 +68,7 @@ class byte_ring {
   block* tail_ = nullptr;
   std::size_t size_ = 0;
   std::size_t capacity_ = 0;
+  std::size_t external_blocks_ = 0;
 };
 
 }  // namespace socketmaster::yamux::detail

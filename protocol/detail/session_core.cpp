@@ -612,7 +612,7 @@ std::size_t session_core::on_input(std::span<const std::byte> in) {
     sink_piece_count_ = 0;  // the streams are gone
   else
     flush_sink_pieces();  // the pieces lie in `in` and in the ring
-  // Every span of the ring taken in this input has been sent, copied or dropped by now.
+  // Every span of the ring taken in this input has been sent, copied, dropped or held by now.
   if (ring_ && !ring_sending_) ring_->release();
   // Reads that payload went straight into complete now, once per transport read rather than once
   // per frame: the reader gets everything that arrived, and its next read finds the next batch.
@@ -783,11 +783,19 @@ void session_core::deliver_payload(stream_state& s, std::span<const std::byte> d
   if (data.empty()) return;
   if (s.read_op && s.recv_buf.empty()) {
     // Straight into the waiting reader's buffers; only what does not fit is buffered.
-    const std::size_t n = fill_read(s, data);
-    s.recv_buf.append(data.subspan(n));
-  } else {
-    s.recv_buf.append(data);
+    data = data.subspan(fill_read(s, data));
+    if (data.empty()) return;
   }
+  // Bytes in the shared ring wait where they are (the master sends them to a client that was not
+  // ready from there, as it would have from this buffer), with no copy.
+  if (ring_ && !ring_sending_ && ring_->contains(data.data()))
+    s.recv_buf.append_held(data, *ring_, ring_->hold(data));
+  else
+    s.recv_buf.append(data);
+}
+
+void session_core::let_ring_go() {
+  for (auto& [id, s] : streams_) s->recv_buf.internalize();
 }
 
 void session_core::flush_sink_pieces() {
@@ -987,7 +995,10 @@ void session_core::emit_data_frame(stream_state& s, std::size_t& batch_bytes) {
   // Through the shared ring when there is room: one copy here instead of the two through the socket.
   std::byte* slot = ring_sending_ && n >= shared_ring::min_payload ? ring_->reserve(n) : nullptr;
   push_header({protocol_version, slot ? frame_type::ring_data : frame_type::data, f, s.id, static_cast<std::uint32_t>(n)});
-  if (slot) ring_payload_bytes_ += n;
+  if (slot) {
+    ring_payload_bytes_ += n;
+    ring_written_since_tick_ = ring_resident_ = true;
+  }
   std::size_t skip = s.write_offset;
   std::size_t left = n;
   for (std::size_t i = 0; i < s.write_buf_count && left > 0; ++i) {
@@ -1177,6 +1188,20 @@ asio::awaitable<void> session_core::housekeeping() {
     if (keepalive_outstanding_ && now - keepalive_sent > config_.write_timeout) {
       close(make_error_code(errc::keepalive_timeout));
       co_return;
+    }
+    // A span of the ring held since the last tick (a client that stopped reading) keeps the writer
+    // from reusing everything after it, so the peer's bulk payload falls back to the socket: its
+    // stream copies it in, and the ring is free again. Copying whenever much was held instead (at
+    // half of the ring) cost the master twice its CPU per GiB for a client merely lagging.
+    // A ring idle for a whole tick gives its pages back (shared_ring::trim).
+    if (ring_ && ring_sending_) {
+      if (!ring_written_since_tick_ && ring_resident_ && ring_->trim()) ring_resident_ = false;
+      ring_written_since_tick_ = false;
+    }
+    if (ring_ && !ring_sending_) {
+      const auto oldest = ring_->oldest_hold();
+      if (oldest && oldest == oldest_hold_at_last_tick_) let_ring_go();
+      oldest_hold_at_last_tick_ = ring_->oldest_hold();
     }
     // At most max_unacknowledged_opens streams await an answer; scanning the table for them once
     // a tick costs little and needs no bookkeeping of its own.

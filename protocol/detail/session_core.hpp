@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <system_error>
 #include <unordered_map>
@@ -186,6 +187,9 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   void deliver_payload(stream_state& s, std::span<const std::byte> data);
   // Offers the gathered pieces to the stream's sink in one call (sink_pieces_).
   void flush_sink_pieces();
+  // The ring's spans held by streams waiting for their readers (the master's clients) are copied
+  // into their streams' buffers and let go (see housekeeping()).
+  void let_ring_go();
   void handle_stream_flags(stream_state& s, std::uint16_t f);
   void incoming_syn(const frame_header& h);
   void hand_over(stream_state& s, accept_op* op);
@@ -226,6 +230,15 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   role role_;
   config config_;
 
+  // Before the streams: their buffers may hold spans of the ring (shared_ring::hold), let go when
+  // they are destroyed.
+  std::shared_ptr<shared_ring> ring_;
+  bool ring_sending_ = false;
+  std::uint64_t ring_payload_bytes_ = 0;
+  std::optional<std::uint64_t> oldest_hold_at_last_tick_;
+  bool ring_written_since_tick_ = false;  // sending: payload went into the ring this tick
+  bool ring_resident_ = false;            // sending: pages written since the last trim
+
   using stream_map = std::unordered_map<std::uint32_t, std::unique_ptr<stream_state>>;
   stream_map streams_;
   // Entries of ended streams (map node and state together), reused by the next ones: a stream per
@@ -245,9 +258,6 @@ class session_core : public std::enable_shared_from_this<session_core>, public c
   std::size_t window_growth_ = 0;  // sum over streams of recv_window_size - initial
 
   frame_reader reader_;
-  std::shared_ptr<shared_ring> ring_;
-  bool ring_sending_ = false;
-  std::uint64_t ring_payload_bytes_ = 0;
   std::uint32_t payload_stream_ = 0;  // stream the current Data payload belongs to, 0 = discard
   std::uint16_t payload_flags_ = 0;   // FIN/RST of the current Data frame, applied after its payload
   // Payload for a stream's sink, gathered over consecutive Data frames of one input and offered

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 #include <vector>
 
@@ -121,4 +122,52 @@ TEST_CASE("a moved ring hands its bytes over and a moved-to ring frees what it h
   CHECK(c.read(out) == in.size());
   CHECK(out == in);
   CHECK(c.capacity() == 0);
+}
+
+namespace {
+struct recording_owner final : socketmaster::yamux::detail::span_owner {
+  std::vector<std::uint64_t> let_go;
+  void unhold(std::uint64_t token) override { let_go.push_back(token); }
+};
+}  // namespace
+
+TEST_CASE("held bytes are read in place, in order with copied ones, and their owner hears when each is let go") {
+  recording_owner owner;
+  std::vector<std::byte> a(100, std::byte{'a'}), b(50, std::byte{'b'}), c(30, std::byte{'c'});
+  {
+    byte_ring r;
+    r.append(std::span(a).first(10));
+    r.append_held(b, owner, 7);
+    r.append(c);  // after a held block: a fresh one of its own
+    CHECK(r.holds_external());
+    CHECK(r.size() == 90);
+    std::array<std::span<const std::byte>, 4> parts;
+    REQUIRE(r.contents(parts) == 3);
+    CHECK(parts[1].data() == b.data());  // in place, not copied
+    std::vector<std::byte> out(40);
+    CHECK(r.read(out) == 40);
+    CHECK(owner.let_go.empty());  // 30 of b's 50 bytes still to read
+    CHECK(out[9] == std::byte{'a'});
+    CHECK(out[10] == std::byte{'b'});
+    r.drop(30);
+    CHECK(owner.let_go == std::vector<std::uint64_t>{7});
+    CHECK_FALSE(r.holds_external());
+    CHECK(r.size() == 20);
+  }
+  {
+    byte_ring r;
+    r.append_held(b, owner, 8);
+    r.append_held(a, owner, 9);
+    r.drop(5);
+    r.internalize();  // copies what is left in and lets both go, in order
+    CHECK(owner.let_go == std::vector<std::uint64_t>{7, 8, 9});
+    CHECK_FALSE(r.holds_external());
+    std::vector<std::byte> out(200);
+    REQUIRE(r.read(out) == 145);
+    CHECK(out[0] == std::byte{'b'});
+    CHECK(out[44] == std::byte{'b'});
+    CHECK(out[45] == std::byte{'a'});
+    r.append_held(c, owner, 10);
+  }  // destroyed holding c
+  CHECK(owner.let_go.back() == 10);
 }

@@ -70,11 +70,12 @@ struct options {
   // Over a Unix control connection (the same-host socket or a socket path), offer the master a
   // shared-memory ring of this many bytes (a multiple of 4096, at least 64 KiB; 0 = none) through
   // which stream writes of 16 KiB and more reach it without passing through the socket: one copy
-  // into the ring here, none out of the socket there (bulk bodies about 1.3x faster through the
-  // master). Pages are committed only as bulk payload passes, and the memory is freed with the
-  // connection. A master that does not take it (an older one, --max-shared-ring-bytes) gets
-  // ordinary frames.
-  std::size_t shared_ring_bytes = 8 << 20;
+  // into the ring here, none out of the socket there. Payload that finds it full goes over the
+  // socket; the default is a stream's largest window (yamux::config::max_stream_window), so one
+  // bulk body never does. Pages are committed as bulk payload passes and given back after a
+  // housekeeping tick without any; the memory goes with the connection. A master that does not
+  // take it (an older one, --max-shared-ring-bytes) gets ordinary frames.
+  std::size_t shared_ring_bytes = 16 << 20;
   // Shared token. Empty: $SOCKETMASTER_TOKEN, else none.
   std::string token;
   // Connecting to the master and its handshake answer, together, must take at most this.
