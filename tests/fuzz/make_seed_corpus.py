@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed inputs of the yamux session fuzz target (tests/fuzz/corpus/yamux_session).
-Each input is one role byte (odd: we are the client, even: the server) followed by frames a peer sends."""
+Each input is one role byte (odd: we are the client, even: the server; bit 1: we read a 64 KiB shared
+ring, so RingData frames are valid) followed by frames a peer sends."""
 import os
 import struct
 
-DATA, WINDOW, PING, GOAWAY = 0, 1, 2, 3
+DATA, WINDOW, PING, GOAWAY, RING = 0, 1, 2, 3, 0x80
 SYN, ACK, FIN, RST = 1, 2, 4, 8
 
 
@@ -16,7 +17,7 @@ def data(sid, payload, flags=0):
     return frame(DATA, flags, sid, len(payload), payload)
 
 
-SERVER, CLIENT = b"\x00", b"\x01"
+SERVER, CLIENT, CLIENT_RING = b"\x00", b"\x01", b"\x03"
 seeds = {
     "open_data_fin": SERVER + data(1, b"hello", SYN) + frame(WINDOW, FIN, 1, 0),
     "window_syn_then_data": SERVER + frame(WINDOW, SYN, 1, 0) + data(1, b"x" * 300) + data(1, b"y", FIN),
@@ -34,6 +35,11 @@ seeds = {
     "client_role_peer_opens_even": CLIENT + data(2, b"from server", SYN) + frame(WINDOW, ACK, 1, 0),
     "client_role_ack_and_data": CLIENT + frame(WINDOW, ACK, 1, 4096) + data(1, b"reply", FIN),
     "partial_header": SERVER + frame(WINDOW, SYN, 1, 0)[:7],
+    "ring_spans_wrap_and_fin": CLIENT_RING + frame(WINDOW, ACK, 1, 0) + frame(RING, 0, 1, 40000) + data(1, b"inline")
+    + frame(RING, 0, 1, 40000) + frame(RING, FIN, 1, 30000),
+    "ring_too_long": CLIENT_RING + frame(WINDOW, ACK, 1, 0) + frame(RING, 0, 1, 65537),
+    "ring_without_ring": CLIENT + frame(WINDOW, ACK, 1, 0) + frame(RING, 0, 1, 100),
+    "ring_reset_stream": CLIENT_RING + frame(WINDOW, ACK, 1, 0) + frame(RING, RST, 1, 20000) + frame(RING, 0, 1, 20000),
     "backlog_flood": SERVER + b"".join(frame(WINDOW, SYN, 2 * i + 1, 0) for i in range(20)),
 }
 

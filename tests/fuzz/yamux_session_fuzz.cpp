@@ -1,15 +1,19 @@
 // libFuzzer target: raw bytes from a peer fed to a yamux session. The transport is an in-memory
 // stream that hands the input to the session's read loop in chunks and swallows what it writes, so
 // the real read loop, state machine and writer all run, with no socket. Accepted streams are echoed,
-// so data, flow control and half-close paths are exercised as well.
+// so data, flow control and half-close paths are exercised as well. Half of the inputs (by the
+// first byte) run a session that reads a shared ring, as the master does.
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <asio/write.hpp>
 
+#include <fcntl.h>
+
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "protocol/session.hpp"
 
@@ -98,9 +102,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.accept_backlog = 8;
   cfg.max_streams = 64;
   cfg.max_stream_window = 1 << 20;
-  // The first byte picks the role, so both stream-id parities are exercised.
+  // The first byte picks the role, so both stream-id parities are exercised, and whether the
+  // session reads a shared ring (as the master does from a same-host service), so RingData frames
+  // are accepted and their spans handed to streams and held.
   const role r = (data[0] & 1) ? role::client : role::server;
-  session s(replay_stream(io.get_executor(), {data + 1, size - 1}), r, cfg);
+  session::ring_use ring;
+  if (data[0] & 2) {
+    std::error_code rec;
+    const auto writer = shared_ring::create(shared_ring::min_capacity, rec);
+    std::string why;
+    if (writer) ring = {shared_ring::attach(::fcntl(writer->fd(), F_DUPFD_CLOEXEC, 0), 1 << 20, why), false};
+  }
+  session s(replay_stream(io.get_executor(), {data + 1, size - 1}), r, cfg, ring);
   asio::co_spawn(io, accept_all(s, io), asio::detached);
   // Also open a stream of our own and write to it: its frames go to the swallowing transport.
   std::error_code ec;
