@@ -787,8 +787,10 @@ void session_core::deliver_payload(stream_state& s, std::span<const std::byte> d
     if (data.empty()) return;
   }
   // Bytes in the shared ring wait where they are (the master sends them to a client that was not
-  // ready from there, as it would have from this buffer), with no copy.
-  if (ring_ && !ring_sending_ && ring_->contains(data.data()))
+  // ready from there, as it would have from this buffer), with no copy. Short pieces are copied:
+  // each held piece costs a block and an entry of the ring's list, and a peer sending a stream's
+  // window as one-byte RingData frames must not make that dozens of times the window.
+  if (ring_ && !ring_sending_ && data.size() >= shared_ring::min_payload && ring_->contains(data.data()))
     s.recv_buf.append_held(data, *ring_, ring_->hold(data));
   else
     s.recv_buf.append(data);
