@@ -50,11 +50,7 @@ void run(Body body, std::chrono::seconds limit = 20s) {
   test::run_coroutine(std::move(body), limit);
 }
 
-std::pair<socket_type, socket_type> socket_pair(asio::io_context& io) {
-  socket_type a(io), b(io);
-  asio::local::connect_pair(a, b);
-  return {std::move(a), std::move(b)};
-}
+using test::socket_pair;
 
 struct session_pair {
   session client;

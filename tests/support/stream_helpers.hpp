@@ -1,5 +1,6 @@
-// What tests of yamux sessions share: a reproducible byte pattern (so reordered or repeated bytes
-// are caught, which a constant fill would not), and reading a stream to its end.
+// What tests of yamux sessions share: a connected Unix socket pair, a reproducible byte pattern (so
+// reordered or repeated bytes are caught, which a constant fill would not), and reading a stream to
+// its end.
 #pragma once
 
 #include <cstddef>
@@ -11,9 +12,19 @@
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/local/connect_pair.hpp>
+#include <asio/local/stream_protocol.hpp>
 #include <asio/use_awaitable.hpp>
 
 namespace socketmaster::test {
+
+inline std::pair<asio::local::stream_protocol::socket, asio::local::stream_protocol::socket> socket_pair(
+    asio::io_context& io) {
+  asio::local::stream_protocol::socket a(io), b(io);
+  asio::local::connect_pair(a, b);
+  return {std::move(a), std::move(b)};
+}
 
 inline std::vector<std::byte> pattern(std::size_t n, unsigned seed = 1) {
   std::vector<std::byte> v(n);
