@@ -174,10 +174,13 @@ asio::awaitable<void> serve_admin(std::shared_ptr<admin_server::state> st, asio:
   std::string method, target;
   in >> method >> target;
   target.resize(std::min(target.size(), target.find('?')));  // a scraper's parameters select nothing here
-  std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
-  if (method != "GET") {
+  std::string status = "200 OK", type = "text/plain; version=0.0.4", body, extra_headers;
+  // HEAD is GET without the body (RFC 9110 9.3.2): health checkers and `curl -I` use it.
+  const bool head_only = method == "HEAD";
+  if (method != "GET" && !head_only) {
     status = "405 Method Not Allowed";
-    body = "only GET is served here\n";
+    extra_headers = "Allow: GET, HEAD\r\n";  // a 405 must say what is allowed (RFC 9110 15.5.6)
+    body = "only GET and HEAD are served here\n";
   } else if (target == "/metrics") {
     body = render_metrics(st->reg);
   } else if (target == "/routes") {
@@ -188,7 +191,8 @@ asio::awaitable<void> serve_admin(std::shared_ptr<admin_server::state> st, asio:
     body = "try /metrics or /routes\n";
   }
   const std::string response = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
-                               "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+                               "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra_headers +
+                               "Connection: close\r\n\r\n" + (head_only ? std::string() : body);
   // A client that never reads its answer holds it no longer than a public client would.
   deadline.expires_after(st->reg.config().client_write_timeout);
   co_await (asio::async_write(sock, asio::buffer(response), use_tuple) || deadline.async_wait(use_tuple));

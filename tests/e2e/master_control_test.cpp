@@ -332,6 +332,28 @@ TEST_CASE("admin: /metrics and /routes follow registrations, pools, grace and th
   CHECK(metric(metrics, "socketmaster_queued_connections" + where("*/b")) == "0");
 }
 
+TEST_CASE("admin: HEAD is GET without the body; other methods get 405 with Allow") {
+  master_process m;
+  // curl -I, as a health checker would: the headers of GET /routes, no body.
+  const auto head = run({"curl", "-sS", "--max-time", "10", "-I", "http://" + m.admin() + "/routes"});
+  CHECK(head.status.code == 0);
+  CHECK(head.out.starts_with("HTTP/1.1 200 OK\r\n"));
+  CHECK(head.out.find("Content-Type: application/json\r\n") != std::string::npos);
+  const auto routes = admin_get(m, "/routes");
+  CHECK(head.out.find("Content-Length: " + std::to_string(routes.size()) + "\r\n") != std::string::npos);
+  // Nothing follows the head on the wire (curl -I would not show a body it was sent).
+  tcp_client raw(port_of(m.admin()));
+  raw.send("HEAD /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+  const auto answer = raw.read_to_eof();
+  CHECK(answer.starts_with("HTTP/1.1 200 OK\r\n"));
+  CHECK(answer.ends_with("\r\n\r\n"));
+  CHECK(answer.find("Content-Length: 0\r\n") == std::string::npos);
+
+  const auto post = run({"curl", "-sS", "--max-time", "10", "-i", "-X", "POST", "http://" + m.admin() + "/metrics"});
+  CHECK(post.out.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+  CHECK(post.out.find("Allow: GET, HEAD\r\n") != std::string::npos);
+}
+
 TEST_CASE("admin: registrations with an empty path and with \"/\" on one port are one route, one series in /metrics") {
   // They were two routes that both printed as route="*/": a duplicated series, of which Prometheus
   // keeps one sample, so one pool's members vanished from the graphs. Now they are one pool.
