@@ -13,6 +13,7 @@
 #include <asio/streambuf.hpp>
 #include <asio/write.hpp>
 
+#include "accept_failures.hpp"
 #include "registry.hpp"
 #include "protocol/host_port.hpp"
 #include "protocol/relay.hpp"
@@ -227,17 +228,19 @@ std::string admin_server::bound_address() const {
 
 void admin_server::start() {
   auto loop = [](std::shared_ptr<state> st) -> asio::awaitable<void> {
+    accept_failures failures;
     while (!st->closed) {
       auto [ec, sock] = co_await st->acceptor.async_accept(use_tuple);
       if (st->closed || ec == asio::error::operation_aborted) co_return;
       if (ec) {
         // Out of descriptors or memory, or a connection gone before it was taken: the listener is
-        // fine, so say so, breathe rather than spin, and go on accepting.
-        st->log.warn("admin server: accept failed: ", ec.message());
-        asio::steady_timer breathe(st->ex, std::chrono::milliseconds(50));
+        // fine, so say so (not at every retry), breathe rather than spin, and go on accepting.
+        failures.failed(st->log, "admin server:", ec);
+        asio::steady_timer breathe(st->ex, accept_retry_delay);
         co_await breathe.async_wait(use_tuple);
         continue;
       }
+      failures.succeeded(st->log, "admin server:");
       asio::co_spawn(st->ex, serve_admin(st, std::move(sock)), asio::detached);
     }
   };

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "accept_failures.hpp"
 #include "protocol/fd_passing.hpp"
 #include "protocol/handshake.hpp"
 #include "protocol/host_port.hpp"
@@ -266,6 +267,7 @@ asio::awaitable<void> serve_control(state_ptr st, Socket sock, std::string peer)
 template <class Acceptor>
 asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor, const char* local_peer = "unix") {
   asio::steady_timer backoff(st->ex);
+  accept_failures failures;
   bool waited = false;
   while (!st->closed) {
     if (st->pending >= st->cfg.max_pending_handshakes) {
@@ -278,11 +280,12 @@ asio::awaitable<void> accept_loop(state_ptr st, Acceptor& acceptor, const char* 
     auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
     if (st->closed) co_return;
     if (ec) {
-      st->log.warn("control accept failed: ", ec.message());
-      backoff.expires_after(std::chrono::milliseconds(50));
+      failures.failed(st->log, "control", ec);
+      backoff.expires_after(accept_retry_delay);
       co_await backoff.async_wait(use_tuple);
       continue;
     }
+    failures.succeeded(st->log, "control");
     std::string peer;
     std::error_code pec;
     if constexpr (std::is_same_v<std::decay_t<decltype(sock)>, asio::ip::tcp::socket>) {

@@ -1,5 +1,6 @@
 // See upstream_listener.hpp.
 #include "upstream_listener.hpp"
+#include "accept_failures.hpp"
 
 #include "protocol/fresh_socket.hpp"
 
@@ -142,10 +143,11 @@ void upstream_listener::start(accept_handler on_accept) {
   // later make non-blocking, and one it treats as a possible dup (see mark_fresh).
   auto loop = [](std::shared_ptr<state> st, accept_handler handler) -> asio::awaitable<void> {
     asio::steady_timer backoff(st->acceptor.get_executor());
+    accept_failures failures;
     auto breathe = [&](const std::error_code& ec) {
-      // Out of descriptors or memory: say so once per occurrence and breathe, rather than spin.
-      st->log.warn("listener accept failed: ", ec.message());
-      backoff.expires_after(std::chrono::milliseconds(50));
+      // Out of descriptors or memory: say so (not at every retry) and breathe, rather than spin.
+      failures.failed(st->log, "listener", ec);
+      backoff.expires_after(accept_retry_delay);
       return backoff.async_wait(use_tuple);
     };
     asio::ip::tcp::endpoint peer;
@@ -154,6 +156,7 @@ void upstream_listener::start(accept_handler on_accept) {
     while (!st->closed) {
       auto sock = accept_now(st->acceptor, peer, ec);
       if (sock) {
+        failures.succeeded(st->log, "listener");
         if constexpr (!accepts_inherit_no_delay) {
           std::error_code nd;
           sock->set_option(asio::ip::tcp::no_delay(true), nd);

@@ -401,10 +401,17 @@ TEST_CASE("admin: an accept that fails for want of file descriptors does not end
   rlimit tight = before;
   tight.rlim_cur = open_fds + 2;
   REQUIRE(::prlimit(m.pid(), RLIMIT_NOFILE, &tight, nullptr) == 0);
-  auto mark = m.mark();
+  const auto shortage = m.mark();
+  auto mark = shortage;
   std::vector<std::unique_ptr<tcp_client>> clients;
   for (int i = 0; i < 4; ++i) clients.push_back(std::make_unique<tcp_client>(port));
-  m.wait_for_log("listener accept failed", mark);
+  CHECK(m.wait_for_log("listener accept failed: ", mark).find("(retrying every 50 ms; repeats are logged once per 10 s)") !=
+        std::string::npos);
+  // Its retries go on every 50 ms, as debug lines: three of them, one after another.
+  for (int i = 0; i < 3; ++i) {
+    m.wait_for_log("listener accept failed again: ", mark);
+    mark = m.mark();
+  }
 
   // The admin server's accept fails the same way; it used to end its accept loop there, leaving
   // the port listening with nobody taking connections: every later scrape hung.
@@ -415,6 +422,12 @@ TEST_CASE("admin: an accept that fails for want of file descriptors does not end
   REQUIRE(::prlimit(m.pid(), RLIMIT_NOFILE, &before, nullptr) == 0);
   CHECK(scrape.read_response().starts_with("HTTP/1.1 200 OK\r\n"));
   CHECK(admin_get(m, "/routes").starts_with("[{"));
+  // One warning for the whole shortage (there was one per retry), and a line when it is over.
+  const auto lines = m.lines(shortage);
+  CHECK(std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
+          return l.find("listener accept failed: ") != std::string::npos;
+        }) == 1);
+  CHECK(m.wait_for_log("listener accepting again after ", shortage).find(" failed accepts") != std::string::npos);
 }
 
 TEST_CASE("a loopback control port also takes services on its same-host socket; --no-same-host-socket keeps them on TCP") {
