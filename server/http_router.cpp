@@ -26,6 +26,7 @@
 #include "protocol/payload_sink.hpp"
 #include "protocol/proxy_header.hpp"
 #include "public_connection.hpp"
+#include "tls.hpp"
 #include "protocol/relay.hpp"
 
 namespace socketmaster::server {
@@ -202,6 +203,10 @@ class http_connection : private yamux::payload_sink {
                                                         : "the service did not come back within its grace period");
         break;
       }
+      if (misdirected(head.host, lit->second)) {
+        co_await respond_and_close(421, "this connection's TLS server name is served with another certificate");
+        break;
+      }
       auto route_id = lit->second.routes.match(head.host, head.path);
       if (!route_id) {
         co_await respond_and_close(404, "no service is registered for this host and path");
@@ -250,6 +255,20 @@ class http_connection : private yamux::payload_sink {
   }
 
  private:
+  // A TLS connection set up for one name asking for a host served with another certificate: the
+  // client checked the wrong certificate for it, so the request is not ours to answer on this
+  // connection (421; a client that shares connections across names retries on a new one).
+  // Plain connections have no name to disagree with.
+  bool misdirected(std::string_view host, const listener_info& listener) const {
+    if constexpr (plain_socket) {
+      return false;
+    } else {
+      const char* sni = SSL_get_servername(client_.native_handle(), TLSEXT_NAMETYPE_host_name);
+      if (!sni || !listener.certificates) return false;  // no name given: the default certificate, any host
+      return !listener.certificates->serves_on(sni, host);
+    }
+  }
+
   enum class head_event { head, closed, failed };
   struct head_outcome {
     head_event event;

@@ -127,6 +127,10 @@ void tls_contexts::remove(std::uint64_t registration_id) {
 
 bool tls_contexts::empty() const { return state_->entries.empty(); }
 
+bool tls_contexts::serves_on(std::string_view sni, std::string_view host) const {
+  return state_->choose(sni) == state_->choose(host);
+}
+
 std::shared_ptr<asio::ssl::context> tls_contexts::handshake_context() const {
   if (state_->entries.empty()) return nullptr;
   // Aliasing pointer: owns the whole selection state (the SNI callback's argument) while pointing at

@@ -35,6 +35,11 @@ class tls_contexts {
   // it. The returned pointer keeps what the handshake needs alive. Null when nothing is registered.
   std::shared_ptr<asio::ssl::context> handshake_context() const;
 
+  // Whether a request for `host` may be answered on a connection whose handshake named `sni`: both
+  // select the same certificate. Otherwise the answer is 421 (RFC 9110 7.4): the connection was
+  // set up for another domain's certificate, and its client never checked one for `host`.
+  bool serves_on(std::string_view sni, std::string_view host) const;
+
   struct state;
 
  private:

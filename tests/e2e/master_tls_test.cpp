@@ -1,7 +1,8 @@
 // TLS termination by the master, end to end: two domains share one port, each with its own
 // certificate chosen by SNI (checked with curl --resolve and openssl s_client; TLS 1.0 and 1.1
-// refused), certificates that cannot work are refused at registration, and a WebSocket works over
-// wss. Certificates are made by openssl at test time.
+// refused), a Host served with another certificate than the SNI gets 421, certificates that cannot
+// work are refused at registration, and a WebSocket works over wss. Certificates are made by
+// openssl at test time.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -73,6 +74,39 @@ TEST_CASE("TLS: two domains share one port, each served with its own certificate
   // ALPN: http/1.1 is chosen even when h2 is offered first.
   CHECK(s_client(port, {"-servername", "a.test", "-alpn", "h2,http/1.1"}).find("ALPN protocol: http/1.1") !=
         std::string::npos);
+}
+
+TEST_CASE("TLS: a request for a host served with another certificate than the connection's SNI gets 421") {
+  temp_dir dir;
+  const auto cert_a = make_certificate(dir, "a.test");
+  const auto cert_b = make_certificate(dir, "b.test");
+  master_process m;
+  go_service a(m, {"-port", "0", "-domain", "a.test", "-tls-cert", cert_a.cert, "-tls-key", cert_a.key, "-text", "TLS A"});
+  const auto port = a.accepted().port;
+  const auto p = std::to_string(port);
+  go_service b(m, {"-port", p, "-domain", "b.test", "-tls-cert", cert_b.cert, "-tls-key", cert_b.key, "-text", "TLS B"});
+  b.accepted();
+
+  // Verified as a.test, asking for b.test: b.test's service must not answer on a.test's certificate.
+  auto args = https("a.test", port, cert_a.cert);
+  args.insert(args.begin(), {"-H", "Host: b.test"});
+  const auto fronted = curl(args);
+  CHECK(fronted.status == 421);
+  CHECK(fronted.body.find("TLS B") == std::string::npos);
+  // A name below a.test is served with a.test's certificate: answered.
+  args = https("a.test", port, cert_a.cert);
+  args.insert(args.begin(), {"-H", "Host: api.a.test:" + p});
+  const auto sub = curl(args);
+  CHECK(sub.status == 200);
+  CHECK(sub.body.starts_with("TLS A\n"));
+  // The name with its port, and in capitals, is the same name.
+  args = https("b.test", port, cert_b.cert);
+  args.insert(args.begin(), {"-H", "Host: B.TEST:" + p});
+  CHECK(curl(args).status == 200);
+  // No SNI (an address, not a name): the default certificate, and the Host routes as usual.
+  const auto by_address = curl({"-k", "-H", "Host: b.test", "https://127.0.0.1:" + p + "/x"});
+  CHECK(by_address.status == 200);
+  CHECK(by_address.body.starts_with("TLS B\n"));
 }
 
 TEST_CASE("TLS: a key that does not match the certificate, or no PEM at all, is rejected with badCertificate") {
