@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tests/e2e/e2e_support.hpp"
@@ -27,18 +28,24 @@ std::string s_client(std::uint16_t port, std::vector<std::string> extra) {
   return run(argv).out;
 }
 
+// a.test and b.test on one TLS port, each with its own certificate and service ("TLS A", "TLS B").
+struct two_tls_domains {
+  temp_dir dir;
+  certificate cert_a = make_certificate(dir, "a.test");
+  certificate cert_b = make_certificate(dir, "b.test");
+  master_process m;
+  go_service a{m, {"-port", "0", "-domain", "a.test", "-tls-cert", cert_a.cert, "-tls-key", cert_a.key, "-text", "TLS A"}};
+  std::uint16_t port = a.accepted().port;
+  go_service b{m, {"-port", std::to_string(port), "-domain", "b.test", "-tls-cert", cert_b.cert, "-tls-key", cert_b.key,
+                   "-text", "TLS B"}};
+};
+
 }  // namespace
 
 TEST_CASE("TLS: two domains share one port, each served with its own certificate chosen by SNI") {
-  temp_dir dir;
-  const auto cert_a = make_certificate(dir, "a.test");
-  const auto cert_b = make_certificate(dir, "b.test");
-  master_process m;
-  go_service a(m, {"-port", "0", "-domain", "a.test", "-tls-cert", cert_a.cert, "-tls-key", cert_a.key, "-text", "TLS A"});
-  const auto port = a.accepted().port;
-  go_service b(m, {"-port", std::to_string(port), "-domain", "b.test", "-tls-cert", cert_b.cert, "-tls-key", cert_b.key,
-                   "-text", "TLS B"});
-  CHECK(b.accepted().port == port);
+  two_tls_domains t;
+  const auto& [cert_a, cert_b, port] = std::tie(t.cert_a, t.cert_b, t.port);
+  CHECK(t.b.accepted().port == port);
 
   // curl verifies each name against only that domain's certificate.
   auto ra = curl(https("a.test", port, cert_a.cert));
@@ -77,15 +84,10 @@ TEST_CASE("TLS: two domains share one port, each served with its own certificate
 }
 
 TEST_CASE("TLS: a request for a host served with another certificate than the connection's SNI gets 421") {
-  temp_dir dir;
-  const auto cert_a = make_certificate(dir, "a.test");
-  const auto cert_b = make_certificate(dir, "b.test");
-  master_process m;
-  go_service a(m, {"-port", "0", "-domain", "a.test", "-tls-cert", cert_a.cert, "-tls-key", cert_a.key, "-text", "TLS A"});
-  const auto port = a.accepted().port;
+  two_tls_domains t;
+  const auto& [cert_a, cert_b, port] = std::tie(t.cert_a, t.cert_b, t.port);
   const auto p = std::to_string(port);
-  go_service b(m, {"-port", p, "-domain", "b.test", "-tls-cert", cert_b.cert, "-tls-key", cert_b.key, "-text", "TLS B"});
-  b.accepted();
+  t.b.accepted();
 
   // Verified as a.test, asking for b.test: b.test's service must not answer on a.test's certificate.
   auto args = https("a.test", port, cert_a.cert);
