@@ -54,14 +54,17 @@ std::error_code master::start(std::string& what) {
 std::string master::control_address() const { return control_->bound_address(); }
 std::string master::admin_address() const { return admin_ ? admin_->bound_address() : std::string{}; }
 
+// The admin server stays open through the drain: an operator (or an orchestrator's scraper) watches
+// the connections go down to zero there. Admin connections are not public ones, so they do not hold
+// the drain up; it closes at shutdown().
 void master::stop_accepting() {
   control_->close();
   registry_->close_listeners();
-  if (admin_) admin_->close();
 }
 
 void master::shutdown() {
   stop_accepting();
+  if (admin_) admin_->close();
   registry_->shutdown();
 }
 

@@ -29,7 +29,7 @@ class master {
   std::string control_address() const;
   std::string admin_address() const;
 
-  // Drain: stop accepting control and public connections; open ones go on.
+  // Drain: stop accepting control and public connections; open ones go on, and so does the admin server.
   void stop_accepting();
   // Exit: stop accepting and end every service session and route, so that every coroutine of the
   // master can finish (the io_context then runs out of work instead of being stopped mid-flight).

@@ -222,6 +222,10 @@ TEST_CASE("SIGTERM on the master: it stops accepting, lets the in-flight request
   m.wait_for_log("draining", mark);
   CHECK(tcp_client::connect_error(r.port) == ECONNREFUSED);
   CHECK(tcp_client::connect_error(port_of(m.control())) == ECONNREFUSED);
+  // The admin server answers through the drain: the request under way, and the drain, are shown.
+  const auto metrics = admin_get(m, "/metrics");
+  CHECK(metrics.find("\nsocketmaster_draining 1\n") != std::string::npos);
+  CHECK(metrics.find("\nsocketmaster_active_connections 1\n") != std::string::npos);
 
   const auto done = only_response(slow);
   CHECK(done.status == 200);
