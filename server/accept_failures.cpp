@@ -1,3 +1,4 @@
+// See accept_failures.hpp.
 #include "accept_failures.hpp"
 
 #include <chrono>
@@ -31,10 +32,6 @@ std::uint64_t accept_failures::end_streak() {
   unreported_ = 0;
   return n;
 }
-
-}  // namespace socketmaster::server
-
-namespace socketmaster::server {
 
 void accept_failures::failed(logger& log, std::string_view who, const std::error_code& ec) {
   if (std::uint64_t unreported = 0; report(clock::now(), unreported))
