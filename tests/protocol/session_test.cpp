@@ -88,17 +88,7 @@ asio::awaitable<stream> ok_through(session& opener, session& acceptor) {
   co_return std::move(s);
 }
 
-asio::awaitable<frame_header> read_frame(socket_type& raw, std::vector<std::byte>* payload = nullptr) {
-  header_bytes hb;
-  co_await asio::async_read(raw, asio::buffer(hb), asio::use_awaitable);
-  const auto h = decode(hb);
-  if (h.type == frame_type::data && h.length > 0) {
-    std::vector<std::byte> p(h.length);
-    co_await asio::async_read(raw, asio::buffer(p), asio::use_awaitable);
-    if (payload) *payload = std::move(p);
-  }
-  co_return h;
-}
+using test::read_frame;
 
 asio::awaitable<void> write_frame(socket_type& raw, frame_header h, std::span<const std::byte> payload = {}) {
   const auto hb = encode(h);
@@ -106,13 +96,7 @@ asio::awaitable<void> write_frame(socket_type& raw, frame_header h, std::span<co
   co_await asio::async_write(raw, bufs, asio::use_awaitable);
 }
 
-// Reads frames from a raw peer until one of `type` arrives (answering nothing).
-asio::awaitable<frame_header> read_until(socket_type& raw, frame_type type) {
-  for (;;) {
-    auto h = co_await read_frame(raw);
-    if (h.type == type) co_return h;
-  }
-}
+using test::read_until;
 
 }  // namespace
 

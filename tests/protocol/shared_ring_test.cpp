@@ -62,19 +62,7 @@ std::string refusal(int fd, std::size_t max_capacity = 1 << 30) {
 
 using test::socket_pair;
 
-// Reads frames a session sends to a raw peer (skipping Data payloads) until one of `type`.
-asio::awaitable<frame_header> next_frame_of(socket_type& raw, frame_type type) {
-  for (;;) {
-    header_bytes hb;
-    co_await asio::async_read(raw, asio::buffer(hb), asio::use_awaitable);
-    const auto h = decode(hb);
-    if (h.type == frame_type::data && h.length > 0) {
-      std::vector<std::byte> skip(h.length);
-      co_await asio::async_read(raw, asio::buffer(skip), asio::use_awaitable);
-    }
-    if (h.type == type) co_return h;
-  }
-}
+using test::read_until;
 
 using test::read_all;
 
@@ -389,7 +377,7 @@ void expect_violation(std::shared_ptr<shared_ring> ring, std::vector<frame_heade
       const auto hb = encode(h);
       co_await asio::async_write(raw, asio::buffer(hb), asio::use_awaitable);
     }
-    const auto go_away = co_await next_frame_of(raw, frame_type::go_away);
+    const auto go_away = co_await read_until(raw, frame_type::go_away);
     CHECK(go_away.length == static_cast<std::uint32_t>(go_away_code::protocol_error));
     auto [ec] = co_await master.async_wait_closed(use_tuple);
     CHECK(ec == expected);
@@ -494,7 +482,7 @@ TEST_CASE("short RingData payloads that must wait are copied, not held: tiny fra
     // free again: nothing was held.
     const auto ping = encode(frame_header{0, frame_type::ping, flags::syn, 0, 5});
     co_await asio::async_write(raw, asio::buffer(ping), asio::use_awaitable);
-    while (!(co_await next_frame_of(raw, frame_type::ping)).has(flags::ack)) {
+    while (!(co_await read_until(raw, frame_type::ping)).has(flags::ack)) {
     }
     CHECK(writer->reserve(writer->capacity()) != nullptr);
     std::vector<std::byte> got(body.size());
