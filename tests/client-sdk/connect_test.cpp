@@ -9,6 +9,7 @@
 
 #include "protocol/proxy_header.hpp"
 #include "tests/client-sdk/sdk_test_support.hpp"
+#include "tests/support/refusing_port.hpp"
 
 using namespace socketmaster;
 using namespace socketmaster::sdk_test;
@@ -190,19 +191,15 @@ TEST_CASE("the sidecar survives a master restart: it registers again, says where
 TEST_CASE("a TCP backend that refuses: each public connection ends at once; once it listens, they go through") {
   master_process master;
   run([&](asio::io_context& io) -> asio::awaitable<void> {
-    asio::ip::tcp::endpoint backend;
-    {
-      asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
-      backend = probe.local_endpoint();  // a loopback port that nobody listens on once this closes
-    }
+    test::refusing_port backend(io);
     test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1",
-                                 "--port", "0", "--backend", text_of(backend)});
+                                 "--port", "0", "--backend", text_of(backend.endpoint())});
     const auto address = listening_address(sidecar);
     for (int i = 0; i < 3; ++i) {  // refused each time, and the sidecar goes on serving
       auto c = co_await connect_to(address);
       CHECK(co_await read_to_eof(c) == "");
     }
-    asio::ip::tcp::acceptor a(io, backend);
+    auto a = std::move(backend).listen();
     ends done(io.get_executor());
     spawn(io.get_executor(), greet_once(a, "hello from the backend"), done);
     auto c = co_await connect_to(address);

@@ -26,6 +26,7 @@
 #include "protocol/proxy_header.hpp"
 #include "protocol/session.hpp"
 #include "tests/client-sdk/sdk_test_support.hpp"
+#include "tests/support/refusing_port.hpp"
 
 using namespace socketmaster;
 using namespace socketmaster::sdk_test;
@@ -88,12 +89,6 @@ struct token_file {
   }
   std::filesystem::path path;
 };
-
-// A loopback port nobody listens on: bound, then released.
-std::uint16_t unused_port(asio::io_context& io) {
-  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
 
 // A minimal HTTP/1.1 keep-alive responder for the load test: answers every request with `name`,
 // until the client (or the master, for a draining service) ends the stream.
@@ -660,7 +655,8 @@ TEST_CASE("each rejection surfaces with its code and the master's message") {
     }
     SUBCASE("no master: connection refused, no rejection code") {
       auto o = opts;
-      o.master_address = "127.0.0.1:" + std::to_string(unused_port(io));
+      const test::refusing_port nobody(io);
+      o.master_address = "127.0.0.1:" + std::to_string(nobody.endpoint().port());
       const auto e = co_await listen(raw_tcp(), o);
       CHECK_FALSE(e.rejection);
       CHECK(e.code == asio::error::connection_refused);

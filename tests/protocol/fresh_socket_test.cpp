@@ -19,6 +19,7 @@
 #include <chrono>
 #include <string>
 
+#include "tests/support/refusing_port.hpp"
 #include "tests/support/run_coroutine.hpp"
 
 using namespace socketmaster;
@@ -94,12 +95,8 @@ TEST_CASE("a socket start_connect sets up connects to a loopback listener and ca
 
 TEST_CASE("a refused connect reports connection_refused, whether at once or after the wait") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
-    asio::ip::tcp::endpoint nobody;
-    {
-      asio::ip::tcp::acceptor probe(io, {asio::ip::address_v4::loopback(), 0});
-      nobody = probe.local_endpoint();  // nobody listens there once this closes
-    }
+    const test::refusing_port nobody(io);
     asio::ip::tcp::socket s(io);
-    CHECK(co_await connect(s, nobody, true) == asio::error::connection_refused);
+    CHECK(co_await connect(s, nobody.endpoint(), true) == asio::error::connection_refused);
   });
 }
