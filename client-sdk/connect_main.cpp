@@ -12,11 +12,13 @@
 
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "protocol/cli_checks.hpp"
 #include "protocol/drain_on_signals.hpp"
 #include "protocol/fresh_socket.hpp"
 #include "protocol/handshake.hpp"
+#include "protocol/host_port.hpp"
 #include "protocol/ignore_sigpipe.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/relay.hpp"
@@ -49,6 +51,16 @@ backend_address parse_backend(const std::string& text) {
     throw CLI::ValidationError("--backend", std::string(host_port_expected) + " (not 0), or a Unix socket path with a '/', got '" + text + "'");
   b.tcp = *ep;
   return b;
+}
+
+// A backend at the sidecar's own public address sends every stream back through the master to this
+// sidecar, which connects again: one connection becomes as many as the master has descriptors for.
+// Refused before registering when the port is given; with --port 0 the master's choice is checked
+// when it is known (the port is free to be chosen only because no backend listens on it).
+std::optional<std::string> loops_back(const backend_address& b, const asio::ip::tcp::endpoint& bound) {
+  if (b.unix_socket || !reaches_listener(b.tcp, bound)) return std::nullopt;
+  return "the backend " + host_port_text(b.tcp) + " is this sidecar's own public address " + host_port_text(bound) +
+         ": every connection would come back to it through the master";
 }
 
 // How long connecting to the backend may take before the stream is reset.
@@ -179,6 +191,11 @@ int main(int argc, char** argv) {
         throw CLI::ValidationError("--token-file", e.what());
       }
     }
+    if (def.port != 0) {
+      std::error_code ec;  // empty: all interfaces, as the master binds them (IPv6 taking IPv4 too)
+      const auto ip = def.address.empty() ? asio::ip::address(asio::ip::address_v6::any()) : asio::ip::make_address(def.address, ec);
+      if (const auto loop = ec ? std::nullopt : loops_back(target, {ip, def.port})) throw CLI::ValidationError("--backend", *loop);
+    }
     if (http || !domain.empty() || !path.empty()) def.http = http_route{domain, path};
     if (!cert.empty() || !key.empty()) def.tls = client::load_certificate(cert, key);
   } catch (const CLI::ParseError& e) {
@@ -189,16 +206,27 @@ int main(int argc, char** argv) {
   }
   logger log(std::cerr);
   opts.log = &log;
-  // One stdout line per registration, the first and each one after a master restart: scripts wait
-  // for it, and with --port 0 the address may change.
-  opts.on_registered = [](std::uint64_t, const std::string& bound) { std::cout << "listening " << bound << std::endl; };
   // Single-threaded, as everything here: Asio can skip its locks.
   asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE);
+  bool rejected = false;
+  // One stdout line per registration, the first and each one after a master restart: scripts wait
+  // for it, and with --port 0 the address may change (and may be the backend's: see loops_back).
+  opts.on_registered = [&](std::uint64_t, const std::string& bound) {
+    const auto ep = parse_host_port(bound);
+    if (const auto loop = ep ? loops_back(target, *ep) : std::nullopt) {
+      log.error("registration refused by this sidecar: ", *loop);
+      rejected = true;
+      io.stop();
+      return;
+    }
+    std::cout << "listening " << bound << std::endl;
+  };
   client::listen_error error;
   // Before the registration: a SIGTERM right after the "listening" line (a redeploy script's, a
   // test's) is then held for the drain below instead of killing the process with its streams.
   asio::signal_set signals(io, SIGTERM, SIGINT);
   auto l = client::listen(io, def, opts, error);
+  if (rejected) return 1;  // by on_registered, which said why (listen() may report the stop as its error)
   if (error.code) {
     log.error("registration failed: ", error.message);
     return 1;
@@ -212,7 +240,6 @@ int main(int argc, char** argv) {
       io.stop();
     });
   });
-  bool rejected = false;
   asio::co_spawn(io, serve(l, target, proxy_to_backend, log), [&](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);  // a bug: let it end the process loudly
     // A permanent rejection during a reconnect ends us; a drain ends through its own handler.

@@ -26,4 +26,26 @@ std::string host_port_text(const asio::ip::tcp::endpoint& ep) {
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
 }
 
+namespace {
+
+// An IPv4 peer seen by a dual-stack socket is ::ffff:a.b.c.d: compare it as the IPv4 address it is.
+asio::ip::address unmapped(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  return a;
+}
+
+}  // namespace
+
+bool reaches_listener(const asio::ip::tcp::endpoint& target, const asio::ip::tcp::endpoint& bound) {
+  if (target.port() != bound.port()) return false;
+  const auto to = unmapped(target.address());
+  const auto at = unmapped(bound.address());
+  if (to == at) return true;
+  const bool same_family_or_dual_stack = at.is_v6() || to.is_v4();
+  // Connecting to the wildcard address reaches this host's loopback (Linux).
+  if (at.is_unspecified()) return same_family_or_dual_stack && (to.is_loopback() || to.is_unspecified());
+  if (to.is_unspecified()) return at.is_loopback() && to.is_v6() == at.is_v6();
+  return false;
+}
+
 }  // namespace socketmaster

@@ -21,6 +21,13 @@ std::optional<asio::ip::tcp::endpoint> parse_host_port(std::string_view text);
 // The form parse_host_port reads back: "127.0.0.1:80", "[::1]:80".
 std::string host_port_text(const asio::ip::tcp::endpoint& ep);
 
+// Whether a connection to `target` would arrive at a listener bound to `bound` on this host: the
+// same port, and the same address, or a wildcard listener (an IPv6 one takes IPv4 too, as the
+// master binds it) and a target that is this host without asking the system (loopback, wildcard).
+// A host's other addresses would reach a wildcard listener too; they are not looked up. Used by the
+// sidecar to refuse a backend that is its own public port: each connection would come back to it.
+bool reaches_listener(const asio::ip::tcp::endpoint& target, const asio::ip::tcp::endpoint& bound);
+
 // A Unix socket path rather than host:port: our addresses name a path only with a '/' in it
 // ("./ctl.sock", "/run/sm.sock"), so that "ctl.sock" is a typo for host:port, not a file.
 inline bool names_unix_path(std::string_view text) { return text.find('/') != std::string_view::npos; }

@@ -218,6 +218,24 @@ TEST_CASE("the sidecar exits with status 1 and the master's message when its reg
   CHECK(sidecar.read_line(1s) == std::nullopt);  // no "listening" line
 }
 
+TEST_CASE("a backend at the sidecar's own public port is refused at start, before the master is asked") {
+  master_process master;
+  asio::io_context io;
+  const test::refusing_port port(io);  // a port number that stays ours; the sidecar never binds it
+  const auto p = std::to_string(port.endpoint().port());
+  // The public address given, and all interfaces (empty), which take loopback connections too.
+  for (const auto& address_and_backend : {std::pair{"127.0.0.1", "127.0.0.1:" + p}, std::pair{"", "localhost:" + p}}) {
+    CAPTURE(address_and_backend.second);
+    test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address",
+                                 address_and_backend.first, "--port", p, "--backend", address_and_backend.second});
+    const auto status = sidecar.wait(10s);
+    REQUIRE(status.has_value());
+    CHECK(status->signal == 0);
+    CHECK(status->code > 1);  // a refused option (CLI11's code); a registration the master rejected exits 1
+    CHECK(sidecar.read_line(1s) == std::nullopt);  // no "listening" line
+  }
+}
+
 TEST_CASE("a Unix backend path too long for a socket address is refused at start, not by a crash at the first connection") {
   master_process master;
   // sockaddr_un holds 107 bytes of path: this one cannot be connected to, ever.

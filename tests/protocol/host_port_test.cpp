@@ -47,3 +47,25 @@ TEST_CASE("host_port_text writes what parse_host_port reads") {
   CHECK(names_unix_path("./ctl.sock"));
   CHECK_FALSE(names_unix_path("ctl.sock"));
 }
+
+TEST_CASE("reaches_listener: the sidecar's check that its backend is not its own public port") {
+  const auto ep = [](const char* text) { return *parse_host_port(text); };
+  // The same address and port; an IPv4 peer as a dual-stack socket writes it.
+  CHECK(reaches_listener(ep("127.0.0.1:8080"), ep("127.0.0.1:8080")));
+  CHECK(reaches_listener(ep("[::ffff:127.0.0.1]:8080"), ep("127.0.0.1:8080")));
+  CHECK(reaches_listener(ep("[::1]:8080"), ep("[::1]:8080")));
+  // A wildcard listener takes the loopback of its family; the master's IPv6 wildcard takes both.
+  CHECK(reaches_listener(ep("127.0.0.1:8080"), ep("0.0.0.0:8080")));
+  CHECK(reaches_listener(ep("127.0.0.2:8080"), ep("0.0.0.0:8080")));
+  CHECK(reaches_listener(ep("127.0.0.1:8080"), ep("[::]:8080")));
+  CHECK(reaches_listener(ep("[::1]:8080"), ep("[::]:8080")));
+  CHECK_FALSE(reaches_listener(ep("[::1]:8080"), ep("0.0.0.0:8080")));
+  // Connecting to the wildcard address is connecting to this host's loopback.
+  CHECK(reaches_listener(ep("0.0.0.0:8080"), ep("127.0.0.1:8080")));
+  CHECK(reaches_listener(ep("0.0.0.0:8080"), ep("0.0.0.0:8080")));
+  // Anything else is somewhere else: another port, another loopback address, another family.
+  CHECK_FALSE(reaches_listener(ep("127.0.0.1:8081"), ep("127.0.0.1:8080")));
+  CHECK_FALSE(reaches_listener(ep("127.0.0.1:8080"), ep("127.0.0.2:8080")));
+  CHECK_FALSE(reaches_listener(ep("127.0.0.1:8080"), ep("[::1]:8080")));
+  CHECK_FALSE(reaches_listener(ep("192.0.2.1:8080"), ep("127.0.0.1:8080")));
+}
