@@ -9,7 +9,7 @@
 
 #include "protocol/proxy_header.hpp"
 #include "tests/client-sdk/sdk_test_support.hpp"
-#include "tests/support/refusing_port.hpp"
+#include "tests/support/reserved_port.hpp"
 
 using namespace socketmaster;
 using namespace socketmaster::sdk_test;
@@ -191,7 +191,7 @@ TEST_CASE("the sidecar survives a master restart: it registers again, says where
 TEST_CASE("a TCP backend that refuses: each public connection ends at once; once it listens, they go through") {
   master_process master;
   run([&](asio::io_context& io) -> asio::awaitable<void> {
-    test::refusing_port backend(io);
+    test::reserved_port backend(io);
     test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address", "127.0.0.1",
                                  "--port", "0", "--backend", text_of(backend.endpoint())});
     const auto address = listening_address(sidecar);
@@ -221,8 +221,8 @@ TEST_CASE("the sidecar exits with status 1 and the master's message when its reg
 TEST_CASE("a backend at the sidecar's own public port is refused at start, before the master is asked") {
   master_process master;
   asio::io_context io;
-  const test::refusing_port port(io);  // a port number that stays ours; the sidecar never binds it
-  const auto p = std::to_string(port.endpoint().port());
+  const test::reserved_port port(io);  // a port number that stays ours; the sidecar never binds it
+  const auto p = std::to_string(port.port());
   // The public address given, and all interfaces (empty), which take loopback connections too.
   for (const auto& address_and_backend : {std::pair{"127.0.0.1", "127.0.0.1:" + p}, std::pair{"", "localhost:" + p}}) {
     CAPTURE(address_and_backend.second);

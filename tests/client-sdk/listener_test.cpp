@@ -26,7 +26,7 @@
 #include "protocol/proxy_header.hpp"
 #include "protocol/session.hpp"
 #include "tests/client-sdk/sdk_test_support.hpp"
-#include "tests/support/refusing_port.hpp"
+#include "tests/support/reserved_port.hpp"
 
 using namespace socketmaster;
 using namespace socketmaster::sdk_test;
@@ -655,8 +655,8 @@ TEST_CASE("each rejection surfaces with its code and the master's message") {
     }
     SUBCASE("no master: connection refused, no rejection code") {
       auto o = opts;
-      const test::refusing_port nobody(io);
-      o.master_address = "127.0.0.1:" + std::to_string(nobody.endpoint().port());
+      const test::reserved_port nobody(io);
+      o.master_address = "127.0.0.1:" + std::to_string(nobody.port());
       const auto e = co_await listen(raw_tcp(), o);
       CHECK_FALSE(e.rejection);
       CHECK(e.code == asio::error::connection_refused);

@@ -1,16 +1,10 @@
 // See load_support.hpp.
 #include "tests/load/load_support.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <sstream>
 #include <stdexcept>
-#include <system_error>
 
 namespace socketmaster::load {
 
@@ -158,23 +152,6 @@ bool stop_flag::is_set() const {
 bool stop_flag::wait_until(clock::time_point t) {
   std::unique_lock lock(mutex_);
   return changed_.wait_until(lock, t, [&] { return set_; });
-}
-
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int error = errno;
-    ::close(fd);
-    throw std::system_error(error, std::generic_category(), "bind 127.0.0.1:0");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 std::uint64_t registration_id(e2e::master_process& m, std::size_t from, const std::string& bound, duration timeout) {

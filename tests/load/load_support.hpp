@@ -125,10 +125,6 @@ class stop_flag {
   bool set_ = false;
 };
 
-// A loopback port that was free a moment ago (bound to port 0, then closed): for a service that
-// must register the same port with a restarted master (port 0 would get a new one each time).
-std::uint16_t free_port();
-
 // The id the master gave a registration, from its "registration N from ..." line at or after `from`
 // that names `bound` ("127.0.0.1:8000"); throws if none comes within `timeout`.
 std::uint64_t registration_id(e2e::master_process& m, std::size_t from, const std::string& bound,

@@ -5,7 +5,8 @@
 // just drop). Each time, every service keeps running, reconnects on its own with its jittered
 // backoff (the master stays down for a second, so several attempts fail first), registers the same
 // definition again and prints where; every route answers again.
-// At the end each service drains on SIGTERM and exits 0.
+// At the end each service drains on SIGTERM and exits 0. The fixed ports are held by the test
+// (tests/support/reserved_port.hpp): the master binds them with SO_REUSEADDR alongside.
 #include <doctest/doctest.h>
 
 #include <csignal>
@@ -14,6 +15,7 @@
 #include <string>
 
 #include "tests/load/load_support.hpp"
+#include "tests/support/reserved_port.hpp"
 
 using namespace socketmaster;
 using namespace socketmaster::load;
@@ -32,7 +34,10 @@ std::string url(std::uint16_t port, std::string_view path) {
 TEST_CASE("services reconnect on their own after the master restarts (SIGTERM, then SIGKILL) and every route answers again") {
   std::optional<e2e::master_process> m(std::in_place);
   const auto control = m->control();
-  const auto hello_port = free_port(), sidecar_port = free_port(), echo_port = free_port();
+  // Ports that stay ours while the master is down, so that nothing else takes one in between.
+  asio::io_context io;
+  const test::reserved_port hello_port_held(io), sidecar_port_held(io), echo_port_held(io);
+  const auto hello_port = hello_port_held.port(), sidecar_port = sidecar_port_held.port(), echo_port = echo_port_held.port();
   const auto at = [](std::uint16_t port) { return "127.0.0.1:" + std::to_string(port); };
 
   sdk_service backend({HELLO_PATH, "--listen", "127.0.0.1:0", "--text", "behind the sidecar"});

@@ -19,7 +19,7 @@
 #include <chrono>
 #include <string>
 
-#include "tests/support/refusing_port.hpp"
+#include "tests/support/reserved_port.hpp"
 #include "tests/support/run_coroutine.hpp"
 
 using namespace socketmaster;
@@ -95,7 +95,7 @@ TEST_CASE("a socket start_connect sets up connects to a loopback listener and ca
 
 TEST_CASE("a refused connect reports connection_refused, whether at once or after the wait") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
-    const test::refusing_port nobody(io);
+    const test::reserved_port nobody(io);
     asio::ip::tcp::socket s(io);
     CHECK(co_await connect(s, nobody.endpoint(), true) == asio::error::connection_refused);
   });
