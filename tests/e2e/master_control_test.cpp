@@ -6,8 +6,6 @@
 // `internal` is answered to a handshake that completes while the master drains or exits.
 #include <doctest/doctest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -27,6 +25,7 @@
 
 #include "protocol/handshake.hpp"
 #include "tests/e2e/e2e_support.hpp"
+#include "tests/support/reserved_port.hpp"
 
 using namespace socketmaster::e2e;
 
@@ -496,17 +495,10 @@ TEST_CASE("Unix control connections carry the send buffer each side asks for (--
 }
 
 TEST_CASE("a master whose same-host socket name another process holds refuses to start and names it") {
-  // A free loopback port (bound, then released), and the same-host name for it taken first.
-  const int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(probe >= 0);
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t in_len = sizeof in;
-  REQUIRE(::bind(probe, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0);
-  REQUIRE(::getsockname(probe, reinterpret_cast<sockaddr*>(&in), &in_len) == 0);
-  ::close(probe);
-  const std::string control = "127.0.0.1:" + std::to_string(ntohs(in.sin_port));
+  // A loopback port of ours (the master binds it alongside), and the same-host name for it taken first.
+  asio::io_context io;
+  const socketmaster::test::reserved_port port(io);
+  const std::string control = "127.0.0.1:" + std::to_string(port.port());
 
   const std::string name = socketmaster::same_host_socket_name(control);
   const int squatter = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
