@@ -24,9 +24,9 @@ rounds; ratios are medians of the per-round ratios.
   latency      tests/bench/open_loop_latency: open loop at --latency-rate (2000 req/s) over 50
                keep-alive connections, p50 and p99 in microseconds from each request's scheduled
                send time (no coordinated omission), as wrk2 would (Debian has no wrk2). A round's
-               --latency-duration (8 s) per path is taken in --latency-slices (4) slices, the paths
+               --latency-duration (20 s) per path is taken in --latency-slices (10) slices, the paths
                alternating slice by slice, and each path's samples are pooled (a round's p99 is
-               then the slowest 160 of 16,000 requests): the machine's noise comes and goes within
+               then the slowest 400 of 40,000 requests): the machine's noise comes and goes within
                seconds, so paths measured tens of seconds apart compared their moments as much as
                themselves
 and once, on a master of its own:
@@ -665,19 +665,23 @@ def parse_args(argv):
     ap.add_argument("--connections", type=int, default=50, help="wrk and latency connections (default 50)")
     ap.add_argument("--bulk-bytes", type=int, default=GIB, help="body size of the bulk transfer (default 1 GiB)")
     ap.add_argument("--latency-rate", type=int, default=2000, help="requests per second for the latency test (default 2000)")
-    ap.add_argument("--latency-duration", type=float, default=8, help="seconds counted per path and round for latency (default 8)")
-    ap.add_argument("--latency-slices", type=int, default=4,
-                    help="slices the latency seconds are taken in, paths alternating (default 4)")
+    # 20 s in 2 s slices: at 8 s in four slices, one disturbance of a few seconds decided a round's
+    # p99 (b50e5ad: 739 µs in one round against 371-376 in the others); five rounds of 40 s at
+    # session 21 put (b)/(d) at 0.91-1.14 per round.
+    ap.add_argument("--latency-duration", type=float, default=20, help="seconds counted per path and round for latency (default 20)")
+    ap.add_argument("--latency-slices", type=int, default=10,
+                    help="slices the latency seconds are taken in, paths alternating (default 10)")
     ap.add_argument("--idle-connections", type=int, default=10000, help="idle proxied connections (default 10000)")
     ap.add_argument("--idle-sources", type=int, default=4, help="source addresses 127.0.0.2.. for them (default 4)")
     ap.add_argument("--paths", default="abcdef", help="which paths, e.g. 'abd' (default abcdef)")
     ap.add_argument("--tests", default=",".join(TESTS), help=f"which tests (default {','.join(TESTS)})")
-    ap.add_argument("--quick", action="store_true", help="1 round, 2 s wrk, 256 MiB, 3 s latency, 2000 idle connections")
+    ap.add_argument("--quick", action="store_true", help="1 round, 2 s wrk, 256 MiB, 3 s latency in 3 slices, 2000 idle connections")
     ap.add_argument("--json", help="also write every measurement here")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the temp dir with configs and logs")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.bulk_bytes, args.latency_duration, args.idle_connections = 1, 2, 256 << 20, 3, 2000
+        args.latency_slices = 3
     args.tests = [t for t in args.tests.split(",") if t]
     if any(t not in TESTS for t in args.tests) or any(k not in "abcdef" for k in args.paths) or args.rounds < 1 or args.latency_slices < 1 \
             or args.latency_duration <= 0 or not args.paths:
