@@ -58,7 +58,7 @@ backend_address parse_backend(const std::string& text) {
 // Refused before registering when the port is given; with --port 0 the master's choice is checked
 // when it is known (the port is free to be chosen only because no backend listens on it).
 std::optional<std::string> loops_back(const backend_address& b, const asio::ip::tcp::endpoint& bound) {
-  if (b.unix_socket || !reaches_listener(b.tcp, bound)) return std::nullopt;
+  if (b.unix_socket || !reaches_listener(b.tcp, bound, interface_addresses())) return std::nullopt;
   return "the backend " + host_port_text(b.tcp) + " is this sidecar's own public address " + host_port_text(bound) +
          ": every connection would come back to it through the master";
 }

@@ -9,8 +9,10 @@
 
 #include <cstddef>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace socketmaster {
 
@@ -23,10 +25,14 @@ std::string host_port_text(const asio::ip::tcp::endpoint& ep);
 
 // Whether a connection to `target` would arrive at a listener bound to `bound` on this host: the
 // same port, and the same address, or a wildcard listener (an IPv6 one takes IPv4 too, as the
-// master binds it) and a target that is this host without asking the system (loopback, wildcard).
-// A host's other addresses would reach a wildcard listener too; they are not looked up. Used by the
+// master binds it) and a target that is this host: loopback, the wildcard, or one of
+// `this_host` (interface_addresses(), passed in so that this stays a pure function). Used by the
 // sidecar to refuse a backend that is its own public port: each connection would come back to it.
-bool reaches_listener(const asio::ip::tcp::endpoint& target, const asio::ip::tcp::endpoint& bound);
+bool reaches_listener(const asio::ip::tcp::endpoint& target, const asio::ip::tcp::endpoint& bound,
+                      std::span<const asio::ip::address> this_host = {});
+
+// The addresses of this host's interfaces (getifaddrs); empty when they cannot be read.
+std::vector<asio::ip::address> interface_addresses();
 
 // A Unix socket path rather than host:port: our addresses name a path only with a '/' in it
 // ("./ctl.sock", "/run/sm.sock"), so that "ctl.sock" is a typo for host:port, not a file.

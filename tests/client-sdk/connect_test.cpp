@@ -7,6 +7,7 @@
 #include <asio/local/stream_protocol.hpp>
 #include <unistd.h>
 
+#include "protocol/host_port.hpp"
 #include "protocol/proxy_header.hpp"
 #include "tests/client-sdk/sdk_test_support.hpp"
 #include "tests/support/reserved_port.hpp"
@@ -223,8 +224,12 @@ TEST_CASE("a backend at the sidecar's own public port is refused at start, befor
   asio::io_context io;
   const test::reserved_port port(io);  // a port number that stays ours; the sidecar never binds it
   const auto p = std::to_string(port.port());
-  // The public address given, and all interfaces (empty), which take loopback connections too.
-  for (const auto& address_and_backend : {std::pair{"127.0.0.1", "127.0.0.1:" + p}, std::pair{"", "localhost:" + p}}) {
+  // The public address given, and all interfaces (empty), which take loopback connections too, and
+  // connections to this host's other addresses (the sidecar refuses before connecting anywhere).
+  std::vector<std::pair<std::string, std::string>> cases{{"127.0.0.1", "127.0.0.1:" + p}, {"", "localhost:" + p}};
+  for (const auto& a : interface_addresses())
+    if (!a.is_loopback() && a.is_v4()) cases.emplace_back("", a.to_string() + ":" + p);
+  for (const auto& address_and_backend : cases) {
     CAPTURE(address_and_backend.second);
     test::child_process sidecar({CONNECT_PATH, "--master", master.control_address(), "--address",
                                  address_and_backend.first, "--port", p, "--backend", address_and_backend.second});

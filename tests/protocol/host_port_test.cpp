@@ -5,7 +5,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 using namespace socketmaster;
 
@@ -68,4 +70,21 @@ TEST_CASE("reaches_listener: the sidecar's check that its backend is not its own
   CHECK_FALSE(reaches_listener(ep("127.0.0.1:8080"), ep("127.0.0.2:8080")));
   CHECK_FALSE(reaches_listener(ep("127.0.0.1:8080"), ep("[::1]:8080")));
   CHECK_FALSE(reaches_listener(ep("192.0.2.1:8080"), ep("127.0.0.1:8080")));
+}
+
+TEST_CASE("reaches_listener: this host's other addresses reach its wildcard listeners, not its loopback ones") {
+  const auto ep = [](const char* text) { return *parse_host_port(text); };
+  const std::vector<asio::ip::address> this_host{asio::ip::make_address("192.0.2.7"), asio::ip::make_address("2001:db8::7")};
+  CHECK(reaches_listener(ep("192.0.2.7:8080"), ep("0.0.0.0:8080"), this_host));
+  CHECK(reaches_listener(ep("192.0.2.7:8080"), ep("[::]:8080"), this_host));
+  CHECK(reaches_listener(ep("[2001:db8::7]:8080"), ep("[::]:8080"), this_host));
+  CHECK_FALSE(reaches_listener(ep("192.0.2.7:8080"), ep("0.0.0.0:8080")));  // not known to be this host
+  CHECK_FALSE(reaches_listener(ep("192.0.2.8:8080"), ep("0.0.0.0:8080"), this_host));
+  CHECK_FALSE(reaches_listener(ep("192.0.2.7:8080"), ep("127.0.0.1:8080"), this_host));
+  CHECK_FALSE(reaches_listener(ep("192.0.2.7:8081"), ep("0.0.0.0:8080"), this_host));
+}
+
+TEST_CASE("interface_addresses lists this host's, loopback among them") {
+  const auto all = interface_addresses();
+  CHECK(std::find(all.begin(), all.end(), asio::ip::make_address("127.0.0.1")) != all.end());
 }
