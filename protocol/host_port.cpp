@@ -32,21 +32,17 @@ std::string host_port_text(const asio::ip::tcp::endpoint& ep) {
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
 }
 
-namespace {
-
-// An IPv4 peer seen by a dual-stack socket is ::ffff:a.b.c.d: compare it as the IPv4 address it is.
-asio::ip::address unmapped(const asio::ip::address& a) {
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-  return a;
+asio::ip::tcp::endpoint unmapped(const asio::ip::tcp::endpoint& ep) {
+  const auto a = ep.address();
+  if (!a.is_v6() || !a.to_v6().is_v4_mapped()) return ep;
+  return {asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()), ep.port()};
 }
-
-}  // namespace
 
 bool reaches_listener(const asio::ip::tcp::endpoint& target, const asio::ip::tcp::endpoint& bound,
                       std::span<const asio::ip::address> this_host) {
   if (target.port() != bound.port()) return false;
-  const auto to = unmapped(target.address());
-  const auto at = unmapped(bound.address());
+  const auto to = unmapped(target).address();
+  const auto at = unmapped(bound).address();
   if (to == at) return true;
   const bool same_family_or_dual_stack = at.is_v6() || to.is_v4();
   const bool to_this_host = to.is_loopback() || to.is_unspecified() ||

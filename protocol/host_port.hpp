@@ -23,6 +23,10 @@ std::optional<asio::ip::tcp::endpoint> parse_host_port(std::string_view text);
 // The form parse_host_port reads back: "127.0.0.1:80", "[::1]:80".
 std::string host_port_text(const asio::ip::tcp::endpoint& ep);
 
+// A listener bound to every interface is dual-stack IPv6 and reports IPv4 peers as ::ffff:a.b.c.d:
+// the IPv4 endpoint itself, as clients know it and as it compares with other IPv4 addresses.
+asio::ip::tcp::endpoint unmapped(const asio::ip::tcp::endpoint& ep);
+
 // Whether a connection to `target` would arrive at a listener bound to `bound` on this host: the
 // same port, and the same address, or a wildcard listener (an IPv6 one takes IPv4 too, as the
 // master binds it) and a target that is this host: loopback, the wildcard, or one of

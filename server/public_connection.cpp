@@ -5,6 +5,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ssl/stream.hpp>
 
+#include "protocol/host_port.hpp"
 #include "protocol/relay.hpp"
 #include "tls.hpp"
 
@@ -13,15 +14,6 @@ namespace socketmaster::server {
 namespace {
 
 std::uint64_t next_connection_id = 1;  // the master is single-threaded
-
-// A listener bound to every interface is dual-stack IPv6 and reports IPv4 peers as ::ffff:a.b.c.d.
-// Services see the client through X-Forwarded-For and PROXY v2 headers, where that form is wrong
-// (it is not the address the client has); give them the IPv4 address itself.
-asio::ip::tcp::endpoint unmapped(const asio::ip::tcp::endpoint& ep) {
-  const auto a = ep.address();
-  if (!a.is_v6() || !a.to_v6().is_v4_mapped()) return ep;
-  return {asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()), ep.port()};
-}
 
 asio::awaitable<void> nothing() { co_return; }
 
@@ -68,6 +60,8 @@ asio::awaitable<void> serve(registry& reg, std::string listener_key, asio::ip::t
                             asio::ip::tcp::endpoint peer) {
   active_guard active(reg);
   connection_info info;
+  // Services see it in X-Forwarded-For and PROXY v2 headers, where a dual-stack listener's
+  // ::ffff:a.b.c.d form is not the address the client has.
   info.client = unmapped(peer);
   info.id = next_connection_id++;
   auto it = reg.listeners().find(listener_key);
